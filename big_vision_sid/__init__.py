@@ -1,0 +1,1 @@
+"""Single-image knowledge distillation (Asano & Saeed, ICLR 2023) in JAX/Flax."""
