@@ -1,0 +1,403 @@
+r"""Summarises finished and unfinished runs as a Markdown table and plots.
+
+  python -m big_vision_sid.report --workdirs='workdirs/loss_ablation/*' \
+    --out=reports/loss_ablation
+
+Writes into `--out`:
+- `report.md`: one row per run. The "setting" column lists the config keys
+  that differ between the runs (paths shortened to basenames). Finished runs
+  show `result.json`; unfinished ones show their latest evaluation and are
+  marked `unfinished (last step N, last eval X%)`.
+- `report.json`: the same rows as numbers.
+- `accuracy_vs_step.png`: student top-1 vs step, one line per run.
+- `bar_<key>.png` per varying key: one bar per run (student top-1), grouped
+  and coloured by that key's value; ticks name the value and the run's other
+  varying keys. Runs are not averaged, so seeds and unfinished runs
+  (hatched) stay visible.
+"""
+
+import dataclasses
+import glob
+import json
+import math
+import os
+import pathlib
+import re
+from typing import Any, Callable, Iterable, Sequence
+
+from matplotlib.figure import Figure
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+RESULT_FILE = "result.json"
+_MISSING = "-"
+_UNSET = "<unset>"
+# Marks evaluation lines of metrics.jsonl (training lines have "loss").
+_EVAL_KEY = "student_top1"
+
+
+@dataclasses.dataclass
+class Run:
+  """What one trainer workdir holds.
+
+  Attributes:
+    workdir: the run's directory.
+    config: the resolved config (`config.json`), nested; {} when missing.
+    train: training lines of `metrics.jsonl`, one per step, sorted by step.
+    evals: evaluation lines, one per step, sorted by step.
+    result: `result.json`, or None while the run is unfinished.
+  """
+  workdir: pathlib.Path
+  config: dict[str, Any]
+  train: list[dict[str, Any]]
+  evals: list[dict[str, Any]]
+  result: dict[str, Any] | None
+
+  @property
+  def name(self) -> str:
+    return self.workdir.name
+
+  @property
+  def finished(self) -> bool:
+    return self.result is not None
+
+  @property
+  def last_step(self) -> int | None:
+    steps = [line["step"] for line in self.train + self.evals]
+    return max(steps) if steps else None
+
+
+def _read_json(path: pathlib.Path) -> dict[str, Any]:
+  try:
+    value = json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON: {e}") from None
+  if not isinstance(value, dict):
+    raise ValueError(f"{path} holds a {type(value).__name__}, not an object.")
+  return value
+
+
+def _read_metrics(path: pathlib.Path) -> tuple[list[dict[str, Any]],
+                                               list[dict[str, Any]]]:
+  """Reads metrics.jsonl into (train, eval) lines, last line per step wins."""
+  if not path.exists():
+    return [], []
+  lines = path.read_text().splitlines()
+  train, evals = {}, {}
+  for number, text in enumerate(lines, start=1):
+    if not text.strip():
+      continue
+    try:
+      line = json.loads(text)
+    except json.JSONDecodeError:
+      if number == len(lines):
+        break  # A run killed mid-write leaves a partial last line.
+      raise ValueError(f"{path}:{number} is not valid JSON: {text!r}") from None
+    if not isinstance(line, dict) or "step" not in line:
+      raise ValueError(f"{path}:{number} has no 'step': {text!r}")
+    # A resumed run logs some steps again; the later line is the current one.
+    (evals if _EVAL_KEY in line else train)[line["step"]] = line
+  return ([train[s] for s in sorted(train)], [evals[s] for s in sorted(evals)])
+
+
+def load_run(workdir: str | os.PathLike[str]) -> Run:
+  """Reads a run's config.json, metrics.jsonl and result.json.
+
+  Args:
+    workdir: the run's directory.
+
+  Returns:
+    The run.
+
+  Raises:
+    ValueError: if `workdir` has neither config.json nor metrics.jsonl, or a
+      file is malformed (the error names the file and line).
+  """
+  workdir = pathlib.Path(workdir)
+  config_path = workdir / CONFIG_FILE
+  metrics_path = workdir / METRICS_FILE
+  if not config_path.exists() and not metrics_path.exists():
+    raise ValueError(
+        f"{workdir} is no run workdir: it has no {CONFIG_FILE} or "
+        f"{METRICS_FILE}.")
+  result_path = workdir / RESULT_FILE
+  train, evals = _read_metrics(metrics_path)
+  return Run(
+      workdir=workdir,
+      config=_read_json(config_path) if config_path.exists() else {},
+      train=train,
+      evals=evals,
+      result=_read_json(result_path) if result_path.exists() else None)
+
+
+def find_workdirs(patterns: Iterable[str]) -> list[pathlib.Path]:
+  """Expands glob patterns to the run workdirs among them, sorted, unique."""
+  found = set()
+  for pattern in patterns:
+    for match in glob.glob(os.path.expanduser(pattern)):
+      path = pathlib.Path(match)
+      if (path / CONFIG_FILE).exists() or (path / METRICS_FILE).exists():
+        found.add(path)
+  return sorted(found)
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  """Nested dicts -> {dotted key: leaf}; lists stay leaves (as tuples)."""
+  flat = {}
+  for key, value in config.items():
+    dotted = f"{prefix}{key}"
+    if isinstance(value, dict) and value:
+      flat.update(flatten(value, dotted + "."))
+    else:
+      flat[dotted] = tuple(value) if isinstance(value, list) else value
+  return flat
+
+
+def varying_keys(runs: Sequence[Run]) -> list[str]:
+  """Dotted config keys whose value differs between runs (or is missing in some).
+
+  Args:
+    runs: the runs to compare.
+
+  Returns:
+    The keys, sorted; empty for fewer than two runs.
+  """
+  if len(runs) < 2:
+    return []
+  flats = [flatten(run.config) for run in runs]
+  keys = set().union(*flats)
+  return sorted(
+      key for key in keys
+      if len({json.dumps(f.get(key, _UNSET), sort_keys=True, default=str)
+              for f in flats}) > 1)
+
+
+def _short(value: Any) -> str:
+  """A table-friendly value: paths become basenames."""
+  if isinstance(value, str) and "/" in value.rstrip("/"):
+    return os.path.basename(value.rstrip("/"))
+  if isinstance(value, tuple):
+    return "(" + ", ".join(_short(v) for v in value) + ")"
+  return str(value)
+
+
+def _setting(run: Run, keys: Sequence[str]) -> dict[str, str]:
+  flat = flatten(run.config)
+  return {key: _short(flat.get(key, _UNSET)) for key in keys}
+
+
+def _format_setting(setting: dict[str, str]) -> str:
+  return ", ".join(f"{k}={v}" for k, v in setting.items())
+
+
+def _status(run: Run) -> str:
+  if run.finished:
+    return "finished"
+  if run.last_step is None:
+    return "unfinished (no metrics yet)"
+  if not run.evals:
+    return f"unfinished (last step {run.last_step}, no eval yet)"
+  return (f"unfinished (last step {run.last_step}, "
+          f"last eval {run.evals[-1][_EVAL_KEY]:.2f}%)")
+
+
+def _row(run: Run, keys: Sequence[str]) -> dict[str, Any]:
+  """One table row; unfinished runs report their latest evaluation."""
+  if run.finished:
+    source = run.result
+    steps = run.result.get("steps")
+    wall_seconds = run.result.get("wall_seconds")
+    device = run.result.get("device")
+  else:
+    source = run.evals[-1] if run.evals else {}
+    steps = run.last_step
+    wall_seconds = run.train[-1].get("elapsed_s") if run.train else None
+    device = None
+  return {
+      "run": run.name,
+      "workdir": str(run.workdir),
+      "setting": _setting(run, keys),
+      "teacher_top1": source.get("teacher_top1"),
+      "student_top1": source.get("student_top1"),
+      "student_top5": source.get("student_top5"),
+      "agreement": source.get("agreement"),
+      "steps": steps,
+      "wall_seconds": wall_seconds,
+      "device": device,
+      "finished": run.finished,
+      "status": _status(run),
+  }
+
+
+def _percent(value: float | None) -> str:
+  return _MISSING if value is None else f"{value:.2f}"
+
+
+def format_duration(seconds: float | None) -> str:
+  """42 -> '42s', 185 -> '3m05s', 3725 -> '1h02m'."""
+  if seconds is None or not math.isfinite(seconds):
+    return _MISSING
+  seconds = round(seconds)
+  if seconds < 60:
+    return f"{seconds}s"
+  if seconds < 3600:
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _cell(text: Any) -> str:
+  return _MISSING if text is None else str(text).replace("|", "\\|")
+
+
+def _markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+  header = ["run", "setting", "teacher top-1", "student top-1",
+            "student top-5", "agreement", "steps", "wall time", "device",
+            "status"]
+  lines = ["| " + " | ".join(header) + " |",
+           "|" + "|".join(["---"] * len(header)) + "|"]
+  for row in rows:
+    cells = [row["run"], _format_setting(row["setting"]) or _MISSING,
+             _percent(row["teacher_top1"]), _percent(row["student_top1"]),
+             _percent(row["student_top5"]), _percent(row["agreement"]),
+             row["steps"], format_duration(row["wall_seconds"]), row["device"],
+             row["status"]]
+    lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def _plot_accuracy_vs_step(runs: Sequence[Run], labels: Sequence[str],
+                           path: pathlib.Path) -> None:
+  figure = Figure(figsize=(7, 4.5))
+  axes = figure.subplots()
+  for run, label in zip(runs, labels):
+    if run.evals:
+      axes.plot([line["step"] for line in run.evals],
+                [line[_EVAL_KEY] for line in run.evals], marker="o",
+                markersize=3, label=label)
+  if any(run.evals for run in runs):
+    axes.legend(fontsize="small")
+  else:
+    axes.text(0.5, 0.5, "no evaluations yet", ha="center",
+              transform=axes.transAxes)
+  axes.set_xlabel("step")
+  axes.set_ylabel("student top-1 (%)")
+  axes.grid(alpha=0.3)
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+
+
+def _value_order(text: str) -> tuple[int, float, str]:
+  """Sorts numbers numerically, before other values."""
+  try:
+    return (0, float(text), "")
+  except ValueError:
+    return (1, 0.0, text)
+
+
+def _plot_axis_bars(key: str, rows: Sequence[dict[str, Any]],
+                    path: pathlib.Path) -> None:
+  """One bar per run, grouped and coloured by the run's value of `key`."""
+  values = sorted({row["setting"][key] for row in rows}, key=_value_order)
+  ordered = sorted(rows, key=lambda r: (values.index(r["setting"][key]),
+                                        r["run"]))
+  colours = [f"C{values.index(r['setting'][key]) % 10}" for r in ordered]
+  # Tick: the value, then the run's other varying keys, one per line (last
+  # key component only, to keep the ticks narrow).
+  labels = [
+      "\n".join([row["setting"][key]] + [
+          f"{k.rsplit('.', 1)[-1]}={v}"
+          for k, v in row["setting"].items() if k != key])
+      for row in ordered]
+  heights = [row["student_top1"] or 0.0 for row in ordered]
+  figure = Figure(figsize=(max(4.0, 1.6 * len(ordered) + 1.5), 4.5))
+  axes = figure.subplots()
+  bars = axes.bar(range(len(ordered)), heights, color=colours)
+  for bar, row in zip(bars, ordered):
+    if not row["finished"]:
+      bar.set_hatch("//")
+    axes.annotate(_percent(row["student_top1"]),
+                  (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                  ha="center", va="bottom", fontsize="small")
+  axes.set_xticks(range(len(ordered)), labels, fontsize="small")
+  axes.set_xlabel(key + ("  (hatched: unfinished)"
+                         if not all(r["finished"] for r in ordered) else ""))
+  axes.set_ylabel("student top-1 (%)")
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+
+
+def _file_safe(key: str) -> str:
+  return re.sub(r"[^A-Za-z0-9._-]+", "_", key)
+
+
+def write_report(runs: Sequence[Run], out_dir: str | os.PathLike[str]
+                 ) -> pathlib.Path:
+  """Writes report.md, report.json and the PNG plots into `out_dir`.
+
+  Args:
+    runs: the runs, in table order.
+    out_dir: created if missing.
+
+  Returns:
+    The path of report.md.
+
+  Raises:
+    ValueError: if `runs` is empty.
+  """
+  if not runs:
+    raise ValueError("No runs to report on.")
+  out_dir = pathlib.Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  keys = varying_keys(runs)
+  rows = [_row(run, keys) for run in runs]
+
+  plots = ["accuracy_vs_step.png"]
+  labels = [_format_setting(row["setting"]) or row["run"] for row in rows]
+  _plot_accuracy_vs_step(runs, labels, out_dir / plots[0])
+  for key in keys:
+    plots.append(f"bar_{_file_safe(key)}.png")
+    _plot_axis_bars(key, rows, out_dir / plots[-1])
+
+  finished = sum(row["finished"] for row in rows)
+  markdown = [
+      "# Single-image distillation runs\n",
+      f"{len(rows)} runs, {finished} finished. Accuracies in %; unfinished "
+      "runs show their latest evaluation.\n",
+      f"Varying config keys: {', '.join(keys) if keys else 'none'}.\n",
+      _markdown_table(rows),
+      *(f"![{name}]({name})\n" for name in plots),
+  ]
+  report_path = out_dir / "report.md"
+  report_path.write_text("\n".join(markdown))
+  (out_dir / "report.json").write_text(
+      json.dumps({"varying_keys": keys, "rows": rows}, indent=2) + "\n")
+  return report_path
+
+
+def _define_flags() -> Callable[[Sequence[str]], None]:
+  """Defines the command-line flags; returns `main`."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  flags.DEFINE_multi_string("workdirs", None, "Glob of run workdirs; "
+                            "repeatable.", required=True)
+  flags.DEFINE_string("out", None, "Directory for the report.", required=True)
+  values = flags.FLAGS
+
+  def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+      raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    workdirs = find_workdirs(values.workdirs)
+    if not workdirs:
+      raise app.UsageError(
+          f"No run workdirs (with {CONFIG_FILE} or {METRICS_FILE}) match "
+          f"{values.workdirs}.")
+    report = write_report([load_run(w) for w in workdirs], values.out)
+    print(f"Wrote {report} ({len(workdirs)} runs).")
+
+  return main
+
+
+if __name__ == "__main__":
+  from absl import app  # pylint: disable=g-import-not-at-top
+  app.run(_define_flags())
