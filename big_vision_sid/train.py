@@ -1,0 +1,335 @@
+r"""Single-image distillation trainer.
+
+  python -m big_vision_sid.train --config=configs/cifar10_r56_r20.py \
+      --workdir=workdirs/r56_r20 --config.total_steps=2000
+
+Re-running the same command on the same workdir resumes from the latest
+checkpoint. Every run ends with one machine-readable line `RESULT {json}`.
+"""
+
+import collections
+import json
+import logging as std_logging
+import os
+import sys
+import time
+from typing import Any, Iterator
+
+# Before TensorFlow/JAX are imported by the modules below.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+
+from big_vision_sid import checkpointing
+from big_vision_sid import evaluators
+from big_vision_sid import losses
+from big_vision_sid import metric_writers
+from big_vision_sid import models
+from big_vision_sid import optim
+from big_vision_sid import perf
+from big_vision_sid import teachers
+from big_vision_sid import train_step as train_step_lib
+from input_pipeline import eval_data
+from input_pipeline import train_data
+
+
+class NonFiniteLossError(RuntimeError):
+  """The loss or the parameters became NaN/inf; nothing non-finite is saved."""
+
+
+# Errors caused by the user's input (config, files): reported as one clear line.
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NonFiniteLossError)
+
+
+def _format_duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  hours, rest = divmod(seconds, 3600)
+  minutes, secs = divmod(rest, 60)
+  return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _write_json_atomic(path: str, payload: dict[str, Any]) -> None:
+  tmp = f"{path}.tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(payload, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def _prefetch_to_device(
+    batches: Iterator[np.ndarray], sharding: jax.sharding.Sharding, size: int
+) -> Iterator[jax.Array]:
+  """Keeps `size` host batches in flight to the devices (transfers are async)."""
+  queue: collections.deque[jax.Array] = collections.deque()
+
+  def put(batch):
+    return jax.make_array_from_process_local_data(sharding, np.asarray(batch))
+
+  for batch in batches:
+    queue.append(put(batch))
+    if len(queue) > size:
+      yield queue.popleft()
+  while queue:
+    yield queue.popleft()
+
+
+class _Throttle:
+  """Bounds the steps dispatched ahead of the device.
+
+  Waiting on step k-2's output keeps one step queued behind the running one,
+  so the device never idles, while the host cannot run arbitrarily far ahead
+  (which would delay error detection and pin buffers).
+  """
+
+  def __init__(self, max_in_flight: int):
+    self._pending: collections.deque[jax.Array] = collections.deque()
+    self._max = max_in_flight
+
+  def add(self, token: jax.Array) -> None:
+    self._pending.append(token)
+    while len(self._pending) > self._max:
+      self._pending.popleft().block_until_ready()
+
+
+def _device_description() -> str:
+  devices = jax.devices()
+  kind = devices[0].device_kind if devices[0].platform != "cpu" else "cpu"
+  return f"{kind} x{len(devices)}"
+
+
+def _config_label() -> str:
+  return getattr(flags.FLAGS["config"], "config_filename", None) or ""
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Distils `config.teacher` into a fresh `config.student`; returns the result."""
+  wall_start = time.time()
+  perf.enable_compilation_cache()
+  os.makedirs(workdir, exist_ok=True)
+  is_main_process = jax.process_index() == 0
+  if is_main_process:
+    _write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+
+  # Everything that can fail because of the user's input is validated before
+  # the checkpoint manager exists, so a bad run never touches checkpoints.
+  compute_dtype = jnp.dtype(config.compute_dtype)
+  teacher = teachers.load_teacher(config.teacher)
+  teacher_model = models.build_model(
+      teacher.name, teacher.num_classes, dtype=compute_dtype)
+  if config.student.num_classes != teacher.num_classes:
+    raise ValueError(
+        f"student.num_classes={config.student.num_classes} but the teacher "
+        f"{teacher.name} predicts {teacher.num_classes} classes.")
+  student = models.build_model(
+      config.student.name, config.student.num_classes, dtype=compute_dtype)
+  loss_fn = losses.get_loss(config.distill.loss)
+  evaluate = evaluators.EVALUATORS.get(config.eval.name)
+  eval_set = eval_data.load_eval_set(
+      config.eval.dataset, image_size=config.eval.image_size,
+      max_examples=config.eval.get("max_examples") or None)
+  steps_per_epoch = None
+  patches_per_epoch = train_data.patches_per_epoch(config.input)
+  if patches_per_epoch:
+    steps_per_epoch = patches_per_epoch // config.input.batch_size
+  total_steps = optim.resolve_total_steps(
+      config.get("total_steps"), config.get("total_epochs"), steps_per_epoch)
+  tx, schedule = optim.make_optimizer(config.optim, total_steps)
+
+  num_devices = jax.device_count()
+  batch_size = config.input.batch_size
+  if batch_size % num_devices:
+    raise ValueError(
+        f"input.batch_size={batch_size} is not divisible by the {num_devices} "
+        "devices; choose a multiple.")
+  if config.eval.batch_size % num_devices:
+    raise ValueError(
+        f"eval.batch_size={config.eval.batch_size} is not divisible by the "
+        f"{num_devices} devices.")
+  mesh = jax.make_mesh((num_devices,), ("data",))
+  replicated = jax.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  data_sharding = jax.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+
+  image_size = config.input.patch_size
+  state = jax.jit(
+      lambda rng: train_step_lib.create_train_state(
+          rng, student, tx, (image_size, image_size, 3)),
+      out_shardings=replicated)(jax.random.PRNGKey(config.seed))
+  teacher_variables = jax.device_put(teacher.variables, replicated)
+
+  step_fn = train_step_lib.make_train_step(
+      student=student, teacher=teacher_model, tx=tx, loss_fn=loss_fn,
+      loss_kwargs=dict(temperature=config.distill.temperature,
+                       tau_squared=config.distill.tau_squared,
+                       topk=config.distill.topk),
+      mixing_mode=config.mixing.mode, mixing_alpha=config.mixing.alpha,
+      mean=teacher.mean, std=teacher.std, schedule=schedule)
+  jit_step = jax.jit(
+      step_fn,
+      in_shardings=(replicated, replicated, data_sharding),
+      out_shardings=(replicated, replicated),
+      donate_argnums=(0,))
+  predict = jax.jit(
+      train_step_lib.make_predict_fn(
+          student=student, teacher=teacher_model, mean=teacher.mean, std=teacher.std),
+      in_shardings=(replicated, replicated, data_sharding),
+      out_shardings=(data_sharding, data_sharding))
+  check_finite = jax.jit(train_step_lib.all_finite)
+
+  writer = metric_writers.create_writer(workdir, enabled=is_main_process)
+  checkpointer = checkpointing.Checkpointer(
+      workdir, keep=config.checkpoint.keep,
+      async_save=config.checkpoint.async_save)
+  try:
+    start_step = 0
+    latest = checkpointer.latest_step()
+    if latest is not None:
+      state, meta = checkpointer.restore(latest, checkpointing.abstract_like(state))
+      start_step = int(meta["step"])
+      logging.info("Resumed from checkpoint at step %d (%s).", start_step,
+                   checkpointer.directory)
+      print(f"Resumed from checkpoint at step {start_step}", flush=True)
+    else:
+      logging.info("No checkpoint in %s: starting at step 0.", checkpointer.directory)
+
+    def run_eval(step: int) -> dict[str, float]:
+      eval_start = time.time()
+      result = evaluate(
+          lambda images: predict(state, teacher_variables, images),
+          eval_set, config.eval.batch_size)
+      writer.write_scalars(step, result)
+      logging.info(
+          "eval @%d (%.1fs): student top-1 %.2f%% top-5 %.2f%%, teacher top-1 "
+          "%.2f%%, agreement %.2f%% on %d examples", step, time.time() - eval_start,
+          result["student_top1"], result["student_top5"],
+          result.get("teacher_top1", float("nan")), result.get("agreement", float("nan")),
+          result["eval_examples"])
+      return result
+
+    def save(step: int, pending_losses: list[jax.Array]) -> None:
+      losses_ok = all(np.isfinite(np.asarray(jax.device_get(pending_losses))))
+      if not (losses_ok and bool(check_finite(state.params))):
+        raise NonFiniteLossError(
+            f"Loss or parameters became non-finite before step {step}; not saving. "
+            f"The last checkpoint ({checkpointer.latest_step()}) is intact. Lower "
+            "optim.lr, enable optim.grad_clip_norm, or check the teacher and input.")
+      checkpointer.save(step, state, {"step": step, "config": _config_label()})
+
+    batches = train_data.make_train_iterator(
+        config.input, seed=config.seed, start_step=start_step,
+        process_index=jax.process_index(), process_count=jax.process_count())
+    device_batches = _prefetch_to_device(batches, data_sharding, size=2)
+
+    throttle = _Throttle(max_in_flight=2)
+    window_metrics: list[dict[str, jax.Array]] = []
+    unchecked_losses: list[jax.Array] = []
+    last_save_time = time.time()
+    train_start = window_start = time.time()
+    timed_steps, timed_seconds = 0, 0.0
+    step = start_step
+    logging.info("Training %s -> %s for %d steps (batch %d on %s).", teacher.name,
+                 config.student.name, total_steps, batch_size, _device_description())
+    while step < total_steps:
+      images = next(device_batches)
+      state, metrics = jit_step(state, teacher_variables, images)
+      step += 1
+      throttle.add(metrics["loss"])
+      window_metrics.append(metrics)
+      unchecked_losses.append(metrics["loss"])
+
+      if step % config.log_every_steps == 0 or step == total_steps:
+        fetched = jax.device_get(window_metrics)
+        mean_metrics = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+        if not np.isfinite(mean_metrics["loss"]):
+          raise NonFiniteLossError(
+              f"Non-finite loss ({mean_metrics['loss']}) at step {step}. The last "
+              f"checkpoint ({checkpointer.latest_step()}) is intact. Lower optim.lr, "
+              "enable optim.grad_clip_norm, or check the teacher and input.")
+        now = time.time()
+        elapsed_window = now - window_start
+        steps_window = len(window_metrics)
+        # The first window includes compilation; it is excluded from img/s.
+        if step - steps_window > start_step:
+          timed_steps += steps_window
+          timed_seconds += elapsed_window
+        steps_per_sec = steps_window / max(elapsed_window, 1e-9)
+        mean_metrics["img_per_sec"] = steps_per_sec * batch_size
+        mean_metrics["elapsed_s"] = now - train_start
+        writer.write_scalars(step, mean_metrics)
+        eta = (total_steps - step) / steps_per_sec
+        logging.info(
+            "step %d/%d loss %.4f lr %.3g agree %.1f%% %.1f img/s elapsed %s ETA %s",
+            step, total_steps, mean_metrics["loss"], mean_metrics.get("lr", 0.0),
+            mean_metrics["train_agreement"], mean_metrics["img_per_sec"],
+            _format_duration(now - train_start), _format_duration(eta))
+        window_metrics = []
+        window_start = time.time()
+
+      if config.eval.every_steps and step % config.eval.every_steps == 0 and step < total_steps:
+        run_eval(step)
+      due_by_steps = config.checkpoint.every_steps and step % config.checkpoint.every_steps == 0
+      due_by_time = (config.checkpoint.every_seconds and
+                     time.time() - last_save_time >= config.checkpoint.every_seconds)
+      if step == total_steps or due_by_steps or due_by_time:
+        save(step, unchecked_losses)
+        unchecked_losses = []
+        last_save_time = time.time()
+
+    train_seconds = time.time() - train_start
+    checkpointer.wait()
+    final = run_eval(step)
+    writer.flush()
+  finally:
+    checkpointer.close()
+    writer.close()
+
+  steps_this_run = step - start_step
+  images_per_sec = (timed_steps * batch_size / timed_seconds) if timed_seconds else 0.0
+  result = dict(final)
+  result.update(
+      steps=int(step), steps_this_run=int(steps_this_run),
+      images_per_sec=round(images_per_sec, 2), train_seconds=round(train_seconds, 1),
+      wall_seconds=round(time.time() - wall_start, 1), device=_device_description(),
+      config=_config_label(), teacher=teacher.name, student=config.student.name)
+  if is_main_process:
+    _write_json_atomic(os.path.join(workdir, "result.json"), result)
+  return result
+
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file, e.g. configs/cifar10_r56_r20.py[:arg].",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints, metrics and result.json.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False,
+    "Call jax.distributed.initialize() (multi-host TPU/GPU: one process per host).")
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  if _DISTRIBUTED.value:
+    jax.distributed.initialize()
+  os.makedirs(_WORKDIR.value, exist_ok=True)
+  log_file = std_logging.FileHandler(os.path.join(_WORKDIR.value, "train.log"))
+  log_file.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+  logging.get_absl_logger().addHandler(log_file)
+  try:
+    result = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except USER_ERRORS as e:
+    message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    logging.error("%s: %s", type(e).__name__, message)
+    print(f"error: {type(e).__name__}: {message}", file=sys.stderr, flush=True)
+    sys.exit(1)
+  print("RESULT " + json.dumps(result, sort_keys=True), flush=True)
+
+
+if __name__ == "__main__":
+  perf.apply_default_xla_flags()
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)

@@ -1,0 +1,140 @@
+"""The fused distillation step and the evaluation forward pass (pure, jittable).
+
+One compiled program per step does all per-batch math on device: uint8 ->
+float, CutMix/MixUp on the global batch, normalisation by the teacher's
+mean/std, the frozen teacher's forward pass (BatchNorm in inference mode), the
+student's forward/backward pass and the optimiser update. Teacher and student
+see the identical mixed image ("function matching", Beyer et al. 2022).
+"""
+
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from big_vision_sid import mixing
+
+PyTree = Any
+LossFn = Callable[..., jnp.ndarray]
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jnp.ndarray
+  params: PyTree
+  batch_stats: PyTree
+  opt_state: PyTree
+  rng: jnp.ndarray
+
+
+def create_train_state(
+    rng: jnp.ndarray,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    image_shape: tuple[int, int, int],
+) -> TrainState:
+  """Initialises the student (random weights) and the optimiser state."""
+  init_rng, train_rng = jax.random.split(rng)
+  variables = model.init(init_rng, jnp.zeros((1, *image_shape)), train=False)
+  params = variables["params"]
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      batch_stats=variables.get("batch_stats", {}),
+      opt_state=tx.init(params),
+      rng=train_rng,
+  )
+
+
+def to_unit_float(images: jnp.ndarray) -> jnp.ndarray:
+  """uint8 [0, 255] (as fed from the host) -> float32 [0, 1]; floats unchanged."""
+  if images.dtype == jnp.uint8:
+    return images.astype(jnp.float32) / 255.0
+  return images.astype(jnp.float32)
+
+
+def normalize(images: jnp.ndarray, mean, std) -> jnp.ndarray:
+  mean = jnp.asarray(mean, jnp.float32)
+  std = jnp.asarray(std, jnp.float32)
+  return (images - mean) / std
+
+
+def make_train_step(
+    *,
+    student: nn.Module,
+    teacher: nn.Module,
+    tx: optax.GradientTransformation,
+    loss_fn: LossFn,
+    loss_kwargs: dict[str, Any],
+    mixing_mode: str,
+    mixing_alpha: float,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    schedule: optax.Schedule | None = None,
+) -> Callable[[TrainState, PyTree, jnp.ndarray], tuple[TrainState, dict[str, jnp.ndarray]]]:
+  """Returns `step(state, teacher_variables, images) -> (state, metrics)`."""
+
+  def step(state: TrainState, teacher_variables: PyTree, images: jnp.ndarray):
+    step_rng = jax.random.fold_in(state.rng, state.step)
+    x = to_unit_float(images)
+    x = mixing.mix_images(step_rng, x, mixing_mode, mixing_alpha)
+    x = normalize(x, mean, std)
+    teacher_logits = teacher.apply(teacher_variables, x, train=False)
+    teacher_logits = jax.lax.stop_gradient(teacher_logits.astype(jnp.float32))
+
+    def objective(params):
+      logits, updates = student.apply(
+          {"params": params, "batch_stats": state.batch_stats},
+          x, train=True, mutable=["batch_stats"])
+      per_example = loss_fn(logits, teacher_logits, **loss_kwargs)
+      return jnp.mean(per_example), (updates["batch_stats"], logits)
+
+    (loss, (batch_stats, logits)), grads = jax.value_and_grad(
+        objective, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    agreement = jnp.mean(
+        (jnp.argmax(logits, -1) == jnp.argmax(teacher_logits, -1)).astype(jnp.float32))
+    metrics = {
+        "loss": loss,
+        "grad_norm": optax.global_norm(grads),
+        "train_agreement": agreement * 100.0,
+    }
+    if schedule is not None:
+      metrics["lr"] = schedule(state.step)
+    new_state = state.replace(
+        step=state.step + 1, params=params, batch_stats=batch_stats,
+        opt_state=opt_state)
+    return new_state, metrics
+
+  return step
+
+
+def make_predict_fn(
+    *,
+    student: nn.Module,
+    teacher: nn.Module | None,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+) -> Callable[[TrainState, PyTree, jnp.ndarray], tuple[jnp.ndarray, jnp.ndarray | None]]:
+  """Returns `predict(state, teacher_variables, images01) -> (student, teacher logits)`."""
+
+  def predict(state: TrainState, teacher_variables: PyTree, images: jnp.ndarray):
+    x = normalize(to_unit_float(images), mean, std)
+    student_logits = student.apply(
+        {"params": state.params, "batch_stats": state.batch_stats}, x, train=False)
+    teacher_logits = None
+    if teacher is not None:
+      teacher_logits = teacher.apply(teacher_variables, x, train=False)
+    return student_logits, teacher_logits
+
+  return predict
+
+
+def all_finite(tree: PyTree) -> jnp.ndarray:
+  """A scalar bool: every leaf of `tree` is finite (checked before saving)."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
