@@ -1,0 +1,62 @@
+"""Default configuration of the single-image patch pipeline (`config.input`)."""
+
+import ml_collections
+
+
+def default_input_config() -> ml_collections.ConfigDict:
+  """The paper's CIFAR setting (App. C.1); experiment configs override fields.
+
+  Returns:
+    A ConfigDict with the fields documented inline below.
+  """
+  cfg = ml_collections.ConfigDict()
+  # What the patches are cut from: a file path ($SID_SHARED_DIR expanded),
+  # 'skimage:<name>', 'noise:uniform_image[:HxW]'; or per-patch noise INPUTS
+  # 'noise:uniform' / 'noise:normal' (paper Table 11). See sources.py.
+  cfg.source = "$SID_SHARED_DIR/images/city.jpg"
+  # Side P of the square patches: 32 for CIFAR students, 224 for ImageNet.
+  cfg.patch_size = 32
+  # Size N of the fixed patch dataset, reshuffled every epoch; 0 = an endless
+  # stream where every sample is a fresh patch.
+  cfg.num_patches = 50_000
+  # Renderer: 'tf' (tf.data, CPU workers) or 'jax' (jnp, e.g. on the GPU).
+  cfg.backend = "tf"
+  # GLOBAL batch size; each of process_count hosts gets an equal slice.
+  cfg.batch_size = 128
+
+  # --- The patch chain, in order. ---
+  # RandomCrop of a square of side initcrop * min(H, W).
+  cfg.initcrop = 0.5
+  # RandomResizedCrop to R = floor(sqrt(2) P): area fraction and aspect (w/h)
+  # ranges, resampled until valid (no centre-crop fallback).
+  cfg.rrc_scale = (1 / 500, 1.0)
+  cfg.rrc_ratio = (3 / 4, 4 / 3)
+  # RandomAffine: rotation in +-degrees and x-shear in +-shear degrees
+  # (bilinear, zero fill), followed by CenterCrop(P).
+  cfg.degrees = 30.0
+  cfg.shear = 30.0
+  # Random vertical flip (after the affine); off in the paper's CIFAR chain.
+  cfg.vflip = False
+  # ColorJitter, applied to a patch with probability p; factors are uniform in
+  # [1 - x, 1 + x] (hue: shift in [-hue, hue]), the four ops in random order.
+  cfg.jitter = ml_collections.ConfigDict(
+      dict(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=0.5))
+
+  # --- Augmentation of each sample at distillation time. ---
+  # 'none' | 'flip_crop' (flip + pad + crop, CIFAR) | 'rrc_flip' (224 px).
+  cfg.train_augment = "flip_crop"
+  # Zero padding of 'flip_crop'.
+  cfg.pad = 4
+  # Area fraction range of 'rrc_flip'.
+  cfg.rrc_flip_scale = (0.08, 1.0)
+
+  # --- tf.data performance. ---
+  # Parallel batch renders; -1 = tf.data.AUTOTUNE. Output order is fixed.
+  cfg.num_parallel_calls = -1
+  # Batches prefetched ahead of the train step.
+  cfg.prefetch = 2
+  # If set, the fixed dataset (num_patches > 0) is rendered once into
+  # <cache_dir>/<hash>.npy (uint8, written atomically; the hash covers source,
+  # seed, N and all chain fields) and memory-mapped on reuse.
+  cfg.cache_dir = ""
+  return cfg

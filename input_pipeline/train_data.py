@@ -1,0 +1,299 @@
+"""The training stream of single-image patches, deterministic and resumable.
+
+Sample j of global step s sits at position q = s * B + j. With a fixed dataset
+of N patches (num_patches = N > 0), position q shows patch perm_e[q % N] of
+epoch e = q // N, perm_e a stateless permutation of (seed, e); with an endless
+stream (N = 0) it shows the fresh patch q. The distillation augmentation is
+keyed by q. Hence a run resumed at `start_step` sees exactly the batches of an
+uninterrupted run, and host h of `process_count` gets rows [h b, (h + 1) b) of
+every global batch (b = B / process_count), whatever the batching or
+parallelism.
+
+TensorFlow (backend 'tf') and jax (backend 'jax') are imported only when that
+backend is used.
+"""
+
+import functools
+import hashlib
+import itertools
+import json
+import os
+import tempfile
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from big_vision_sid import paths
+from input_pipeline import augment
+from input_pipeline import patch_params
+from input_pipeline import sources
+
+BACKENDS = ("tf", "jax")
+_PERM_STREAM = 201
+# Bump when rendering changes, so that stale caches are not reused.
+_CACHE_FORMAT = 1
+_RENDER_CHUNK = 512
+
+
+def patches_per_epoch(input_cfg: Any) -> int | None:
+  """N of the fixed dataset, or None for an endless stream."""
+  if input_cfg.num_patches < 0:
+    raise ValueError(f"num_patches must be >= 0, got {input_cfg.num_patches}.")
+  return input_cfg.num_patches or None
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_permutation(seed: int, epoch: int, num: int) -> np.ndarray:
+  keys = patch_params.hash_uniform(seed, np.arange(num), _PERM_STREAM, epoch)
+  return np.argsort(keys, kind="stable")
+
+
+def patch_indices(input_cfg: Any, seed: int,
+                  positions: np.ndarray) -> np.ndarray:
+  """Patch index shown at each global sample position q."""
+  positions = np.asarray(positions, np.int64)
+  num = patches_per_epoch(input_cfg)
+  if num is None:
+    return positions
+  epochs, slots = positions // num, positions % num
+  indices = np.empty_like(positions)
+  for epoch in np.unique(epochs):
+    rows = epochs == epoch
+    indices[rows] = _epoch_permutation(seed, int(epoch), num)[slots[rows]]
+  return indices
+
+
+def _load_checked_image(input_cfg: Any) -> np.ndarray:
+  image = sources.load_source_image(input_cfg.source)
+  sources.check_image_size(image.shape[:2], input_cfg.patch_size,
+                           input_cfg.initcrop)
+  return image
+
+
+def _numpy_renderer(input_cfg: Any, image: np.ndarray
+                    ) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+  """params -> uint8 numpy patches with the configured backend."""
+  if input_cfg.backend == "jax":
+    from input_pipeline import jax_patches  # pylint: disable=g-import-not-at-top
+    render = jax_patches.make_jax_patch_fn(image, input_cfg,
+                                           input_cfg.patch_size)
+    return lambda params: np.asarray(render(params))
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from input_pipeline import tf_patches  # pylint: disable=g-import-not-at-top
+  pyramid = tf_patches.to_tf_pyramid(
+      patch_params.build_pyramid(image, input_cfg.patch_size))
+  render = tf.function(functools.partial(tf_patches.render_patches_tf, pyramid))
+  return lambda params: render(patch_params.render_params(params)).numpy()
+
+
+def load_patches(input_cfg: Any, seed: int, indices: np.ndarray) -> np.ndarray:
+  """Patches `indices` of the chain (no distillation augmentation).
+
+  Args:
+    input_cfg: the input config.
+    seed: data seed.
+    indices: int array [B] of patch indices.
+
+  Returns:
+    uint8 [B, P, P, 3].
+  """
+  _check_backend(input_cfg)
+  indices = np.asarray(indices, np.int64).reshape(-1)
+  size = input_cfg.patch_size
+  if sources.is_noise_input(input_cfg.source):
+    return sources.noise_patches(input_cfg.source, seed, indices, size)
+  image = _load_checked_image(input_cfg)
+  render = _numpy_renderer(input_cfg, image)
+  out = np.empty((len(indices), size, size, 3), np.uint8)
+  for start in range(0, len(indices), _RENDER_CHUNK):
+    chunk = indices[start:start + _RENDER_CHUNK]
+    params = patch_params.sample_patch_params(image.shape[:2], size, seed,
+                                              chunk, input_cfg)
+    out[start:start + len(chunk)] = render(params)
+  return out
+
+
+def _cache_key(input_cfg: Any, seed: int) -> str:
+  source = input_cfg.source
+  fields = {
+      "format": _CACHE_FORMAT, "source": source, "seed": seed,
+      "num_patches": input_cfg.num_patches,
+      "patch_size": input_cfg.patch_size, "initcrop": input_cfg.initcrop,
+      "rrc_scale": list(input_cfg.rrc_scale),
+      "rrc_ratio": list(input_cfg.rrc_ratio), "degrees": input_cfg.degrees,
+      "shear": input_cfg.shear, "vflip": bool(input_cfg.vflip),
+      "jitter": dict(input_cfg.jitter),
+  }
+  path = paths.expand(source)
+  if os.path.isfile(path):  # A changed file must not hit an old cache.
+    stat = os.stat(path)
+    fields["file"] = [os.path.abspath(path), stat.st_size, stat.st_mtime_ns]
+  blob = json.dumps(fields, sort_keys=True, default=str).encode()
+  return hashlib.sha256(blob).hexdigest()[:24]
+
+
+def cached_patches(input_cfg: Any, seed: int) -> np.ndarray:
+  """The fixed dataset as a read-only memmap, rendered on first use.
+
+  Args:
+    input_cfg: config with cache_dir set and num_patches > 0.
+    seed: data seed.
+
+  Returns:
+    uint8 memmap [N, P, P, 3] (row i = patch i).
+  """
+  num = patches_per_epoch(input_cfg)
+  if not input_cfg.cache_dir or num is None:
+    raise ValueError("cached_patches needs cache_dir and num_patches > 0.")
+  cache_dir = paths.expand(input_cfg.cache_dir)
+  path = os.path.join(cache_dir, f"patches_{_cache_key(input_cfg, seed)}.npy")
+  if not os.path.exists(path):
+    patches = load_patches(input_cfg, seed, np.arange(num))
+    os.makedirs(cache_dir, exist_ok=True)
+    # Write next to the target, then rename: readers never see a partial file.
+    with tempfile.NamedTemporaryFile(dir=cache_dir, suffix=".npy.tmp",
+                                     delete=False) as f:
+      np.save(f, patches)
+    os.replace(f.name, path)
+  patches = np.load(path, mmap_mode="r")
+  expected = (num, input_cfg.patch_size, input_cfg.patch_size, 3)
+  if patches.shape != expected or patches.dtype != np.uint8:
+    raise ValueError(f"Patch cache {path} holds {patches.dtype}{patches.shape},"
+                     f" expected uint8{expected}; delete it to rebuild.")
+  return patches
+
+
+def _check_backend(input_cfg: Any) -> None:
+  if input_cfg.backend not in BACKENDS:
+    raise ValueError(
+        f"Unknown input backend '{input_cfg.backend}'; known: {BACKENDS}.")
+
+
+class _StepInputs:
+  """numpy inputs of one host's slice of a step: what to render + augment."""
+
+  def __init__(self, input_cfg: Any, seed: int, process_index: int,
+               process_count: int):
+    batch = input_cfg.batch_size
+    if batch % process_count or not 0 <= process_index < process_count:
+      raise ValueError(
+          f"batch_size {batch} must split evenly over process_count "
+          f"{process_count} (process_index {process_index}).")
+    if input_cfg.train_augment not in augment.AUGMENTATIONS:
+      raise ValueError(f"Unknown train_augment '{input_cfg.train_augment}'; "
+                       f"known: {augment.AUGMENTATIONS}.")
+    self.cfg = input_cfg
+    self.seed = seed
+    self.per_host = batch // process_count
+    self.first_row = process_index * self.per_host
+    self.noise = sources.is_noise_input(input_cfg.source)
+    self.cache = None
+    self.image = None
+    if not self.noise and input_cfg.cache_dir and input_cfg.num_patches:
+      self.cache = cached_patches(input_cfg, seed)
+    elif not self.noise:
+      self.image = _load_checked_image(input_cfg)
+
+  @property
+  def renders(self) -> bool:
+    """Whether the inputs are render params (else ready 'patches')."""
+    return self.image is not None
+
+  def __call__(self, step: int) -> dict[str, np.ndarray]:
+    cfg = self.cfg
+    start = step * cfg.batch_size + self.first_row
+    positions = np.arange(start, start + self.per_host, dtype=np.int64)
+    indices = patch_indices(cfg, self.seed, positions)
+    if self.noise:
+      inputs = {"patches": sources.noise_patches(
+          cfg.source, self.seed, indices, cfg.patch_size)}
+    elif self.cache is not None:
+      order = np.argsort(indices)  # Sorted reads are kinder to a memmap.
+      patches = np.empty((len(indices),) + self.cache.shape[1:], np.uint8)
+      patches[order] = self.cache[indices[order]]
+      inputs = {"patches": patches}
+    else:
+      inputs = patch_params.render_params(patch_params.sample_patch_params(
+          self.image.shape[:2], cfg.patch_size, self.seed, indices, cfg))
+    affine = augment.sample_augment_affine(
+        cfg.train_augment, self.seed, positions, cfg.patch_size, pad=cfg.pad,
+        rrc_scale=tuple(cfg.rrc_flip_scale))
+    if affine is not None:
+      inputs["augment_affine"] = affine
+    return inputs
+
+
+def make_train_iterator(input_cfg: Any, *, seed: int, start_step: int = 0,
+                        process_index: int = 0, process_count: int = 1
+                        ) -> Iterator[Any]:
+  """Batches of this host for steps start_step, start_step + 1, ...
+
+  Args:
+    input_cfg: the input config (`config.default_input_config()` fields).
+    seed: data seed (patches, epoch order and augmentation).
+    start_step: first step to produce (to resume a run).
+    process_index: this host's index h.
+    process_count: number of hosts; batch_size is the global batch.
+
+  Returns:
+    An endless iterator of uint8 [batch_size // process_count, P, P, 3]:
+    numpy arrays for backend 'tf', jax arrays for backend 'jax'.
+  """
+  _check_backend(input_cfg)
+  step_inputs = _StepInputs(input_cfg, seed, process_index, process_count)
+  steps = itertools.count(start_step)
+  if input_cfg.backend == "jax":
+    return _jax_batches(input_cfg, step_inputs, steps)
+  return _tf_batches(input_cfg, step_inputs, start_step)
+
+
+def _jax_batches(input_cfg, step_inputs, steps):
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from input_pipeline import jax_patches  # pylint: disable=g-import-not-at-top
+  render = None
+  if step_inputs.renders:
+    render = jax_patches.make_jax_patch_fn(step_inputs.image, input_cfg,
+                                           input_cfg.patch_size)
+  for step in steps:
+    inputs = step_inputs(step)
+    patches = render(inputs) if render else jnp.asarray(inputs["patches"])
+    if "augment_affine" in inputs:
+      patches = jax_patches.augment_patches_jax(
+          patches, jnp.asarray(inputs["augment_affine"]))
+    yield patches
+
+
+def _tf_batches(input_cfg, step_inputs, start_step):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from input_pipeline import tf_patches  # pylint: disable=g-import-not-at-top
+  example = step_inputs(start_step)
+  signature = {k: tf.TensorSpec(v.shape, tf.as_dtype(v.dtype))
+               for k, v in example.items()}
+
+  def generate():
+    for step in itertools.count(start_step):
+      yield step_inputs(step)
+
+  pyramid = None
+  if step_inputs.renders:
+    pyramid = tf_patches.to_tf_pyramid(
+        patch_params.build_pyramid(step_inputs.image, input_cfg.patch_size))
+
+  def render_and_augment(inputs):
+    if pyramid is not None:
+      patches = tf_patches.render_patches_tf(pyramid, inputs)
+    else:
+      patches = inputs["patches"]
+    if "augment_affine" in inputs:
+      patches = tf_patches.augment_patches_tf(patches,
+                                              inputs["augment_affine"])
+    return patches
+
+  parallel = input_cfg.num_parallel_calls
+  dataset = tf.data.Dataset.from_generator(generate,
+                                           output_signature=signature)
+  dataset = dataset.map(
+      render_and_augment, deterministic=True,
+      num_parallel_calls=tf.data.AUTOTUNE if parallel == -1 else parallel)
+  dataset = dataset.prefetch(input_cfg.prefetch)
+  return dataset.as_numpy_iterator()
