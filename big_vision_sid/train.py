@@ -103,12 +103,15 @@ def _device_description() -> str:
   return f"{kind} x{len(devices)}"
 
 
-def _config_label() -> str:
-  return getattr(flags.FLAGS["config"], "config_filename", None) or ""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       config_label: str = "") -> dict[str, Any]:
+  """Distils `config.teacher` into a fresh `config.student`; returns the result.
 
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Distils `config.teacher` into a fresh `config.student`; returns the result."""
+  Args:
+    config: the experiment config (see configs/common.py).
+    workdir: checkpoints, metrics and result.json go here; resumes from it.
+    config_label: the config file (and argument) recorded with the result.
+  """
   wall_start = time.time()
   perf.enable_compilation_cache()
   os.makedirs(workdir, exist_ok=True)
@@ -218,7 +221,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             f"Loss or parameters became non-finite before step {step}; not saving. "
             f"The last checkpoint ({checkpointer.latest_step()}) is intact. Lower "
             "optim.lr, enable optim.grad_clip_norm, or check the teacher and input.")
-      checkpointer.save(step, state, {"step": step, "config": _config_label()})
+      checkpointer.save(step, state, {"step": step, "config": config_label})
 
     batches = train_data.make_train_iterator(
         config.input, seed=config.seed, start_step=start_step,
@@ -295,7 +298,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       steps=int(step), steps_this_run=int(steps_this_run),
       images_per_sec=round(images_per_sec, 2), train_seconds=round(train_seconds, 1),
       wall_seconds=round(time.time() - wall_start, 1), device=_device_description(),
-      config=_config_label(), teacher=teacher.name, student=config.student.name)
+      config=config_label, teacher=teacher.name, student=config.student.name)
   if is_main_process:
     _write_json_atomic(os.path.join(workdir, "result.json"), result)
   return result
@@ -311,6 +314,19 @@ _DISTRIBUTED = flags.DEFINE_bool(
     "Call jax.distributed.initialize() (multi-host TPU/GPU: one process per host).")
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, with config override mistakes reported in one line."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    overrides = [a for a in argv[1:] if a.startswith("--config.")]
+    key = str(e).strip("\"'")
+    sys.exit(f"error: unknown config key '{key}' in {' '.join(overrides)}; see the "
+             "config file for the valid keys.")
+  except (flags.Error, ValueError, TypeError) as e:
+    sys.exit(f"error: bad command line: {e}")
+
+
 def main(argv: list[str]) -> None:
   del argv
   if _DISTRIBUTED.value:
@@ -320,7 +336,9 @@ def main(argv: list[str]) -> None:
   log_file.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
   logging.get_absl_logger().addHandler(log_file)
   try:
-    result = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    result = train_and_evaluate(
+        _CONFIG.value, _WORKDIR.value,
+        config_label=flags.FLAGS["config"].config_filename)
   except USER_ERRORS as e:
     message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
     logging.error("%s: %s", type(e).__name__, message)
@@ -332,4 +350,4 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
   perf.apply_default_xla_flags()
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -267,12 +267,21 @@ def _tf_batches(input_cfg, step_inputs, start_step):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from input_pipeline import tf_patches  # pylint: disable=g-import-not-at-top
   example = step_inputs(start_step)
-  signature = {k: tf.TensorSpec(v.shape, tf.as_dtype(v.dtype))
-               for k, v in example.items()}
+  keys = sorted(example)
 
-  def generate():
-    for step in itertools.count(start_step):
-      yield step_inputs(step)
+  def inputs_of_step(step):
+    inputs = step_inputs(int(step))
+    return [inputs[k] for k in keys]
+
+  def load(step):
+    # A numpy_function over step numbers rather than Dataset.from_generator:
+    # a generator dataset's finaliser can abort the interpreter at exit.
+    values = tf.numpy_function(
+        inputs_of_step, [step], [tf.as_dtype(example[k].dtype) for k in keys],
+        stateful=False)
+    for key, value in zip(keys, values):
+      value.set_shape(example[key].shape)
+    return dict(zip(keys, values))
 
   pyramid = None
   if step_inputs.renders:
@@ -290,10 +299,10 @@ def _tf_batches(input_cfg, step_inputs, start_step):
     return patches
 
   parallel = input_cfg.num_parallel_calls
-  dataset = tf.data.Dataset.from_generator(generate,
-                                           output_signature=signature)
-  dataset = dataset.map(
-      render_and_augment, deterministic=True,
-      num_parallel_calls=tf.data.AUTOTUNE if parallel == -1 else parallel)
+  num_parallel_calls = tf.data.AUTOTUNE if parallel == -1 else parallel
+  dataset = tf.data.Dataset.range(start_step, 2**62)
+  dataset = dataset.map(load, deterministic=True, num_parallel_calls=num_parallel_calls)
+  dataset = dataset.map(render_and_augment, deterministic=True,
+                        num_parallel_calls=num_parallel_calls)
   dataset = dataset.prefetch(input_cfg.prefetch)
   return dataset.as_numpy_iterator()

@@ -23,7 +23,7 @@ from big_vision_sid.registry import Registry
 # Each entry is a module factory called as `factory(num_classes=, dtype=)`.
 MODELS = Registry("model")
 
-for _depth in (20, 32, 44, 56, 110):
+for _depth in (8, 20, 32, 44, 56, 110):
   MODELS.register(f"cifar_resnet{_depth}")(
       functools.partial(cifar_resnet.CifarResNet, _depth))
 for _depth, _widen in ((16, 4), (40, 4)):
