@@ -11,7 +11,8 @@ from big_vision_sid import models
 # model with jax.eval_shape: full-size networks cost no compute there.
 # Numerics are checked against numpy references in test_teachers.py.
 _SHAPE_CASES = {
-    "cifar_resnet20": (10, 32), "cifar_resnet32": (10, 32),
+    "cifar_resnet8": (10, 32), "cifar_resnet20": (10, 32),
+    "cifar_resnet32": (10, 32),
     "cifar_resnet44": (10, 32), "cifar_resnet56": (10, 32),
     "cifar_resnet110": (10, 32), "wrn16_4": (10, 32), "wrn40_4": (10, 32),
     "vgg16_bn": (10, 32), "vgg19_bn": (100, 32), "resnet18": (10, 64),
