@@ -9,6 +9,12 @@ uninterrupted run, and host h of `process_count` gets rows [h b, (h + 1) b) of
 every global batch (b = B / process_count), whatever the batching or
 parallelism.
 
+A labelled dataset source (`dataset:folder:...`, `dataset:tar:...`,
+`dataset:tfds:...`, see dataset_source.py) is sampled the same way with N its
+size (num_patches is ignored): q shows example perm_e[q % N], augmented like a
+patch. `make_labeled_train_iterator` also yields the examples' labels, for
+supervised training.
+
 TensorFlow (backend 'tf') and jax (backend 'jax') are imported only when that
 backend is used.
 """
@@ -25,6 +31,7 @@ import numpy as np
 
 from big_vision_sid import paths
 from input_pipeline import augment
+from input_pipeline import dataset_source
 from input_pipeline import patch_params
 from input_pipeline import sources
 
@@ -37,9 +44,23 @@ _RENDER_CHUNK = 512
 
 def patches_per_epoch(input_cfg: Any) -> int | None:
   """N of the fixed dataset, or None for an endless stream."""
+  if dataset_source.is_dataset_source(input_cfg.source):
+    return len(_labeled_dataset(input_cfg))
   if input_cfg.num_patches < 0:
     raise ValueError(f"num_patches must be >= 0, got {input_cfg.num_patches}.")
   return input_cfg.num_patches or None
+
+
+@functools.lru_cache(maxsize=2)
+def _load_dataset(spec: str, image_size: int,
+                  cache_dir: str | None) -> dataset_source.LabeledDataset:
+  return dataset_source.load_dataset(spec, image_size, cache_dir=cache_dir)
+
+
+def _labeled_dataset(input_cfg: Any) -> dataset_source.LabeledDataset:
+  """The decoded dataset source, once per process (it is read every step)."""
+  return _load_dataset(input_cfg.source, input_cfg.patch_size,
+                       input_cfg.cache_dir or None)
 
 
 @functools.lru_cache(maxsize=4)
@@ -102,6 +123,8 @@ def load_patches(input_cfg: Any, seed: int, indices: np.ndarray) -> np.ndarray:
   size = input_cfg.patch_size
   if sources.is_noise_input(input_cfg.source):
     return sources.noise_patches(input_cfg.source, seed, indices, size)
+  if dataset_source.is_dataset_source(input_cfg.source):
+    return _labeled_dataset(input_cfg).images[indices]
   image = _load_checked_image(input_cfg)
   render = _numpy_renderer(input_cfg, image)
   out = np.empty((len(indices), size, size, 3), np.uint8)
@@ -187,9 +210,14 @@ class _StepInputs:
     self.per_host = batch // process_count
     self.first_row = process_index * self.per_host
     self.noise = sources.is_noise_input(input_cfg.source)
+    # Ready patches indexed like the dataset: a patch cache or real images.
     self.cache = None
+    self.labels = None
     self.image = None
-    if not self.noise and input_cfg.cache_dir and input_cfg.num_patches:
+    if dataset_source.is_dataset_source(input_cfg.source):
+      dataset = _labeled_dataset(input_cfg)
+      self.cache, self.labels = dataset.images, dataset.labels
+    elif not self.noise and input_cfg.cache_dir and input_cfg.num_patches:
       self.cache = cached_patches(input_cfg, seed)
     elif not self.noise:
       self.image = _load_checked_image(input_cfg)
@@ -220,6 +248,8 @@ class _StepInputs:
         rrc_scale=tuple(cfg.rrc_flip_scale))
     if affine is not None:
       inputs["augment_affine"] = affine
+    if self.labels is not None:
+      inputs["labels"] = self.labels[indices]
     return inputs
 
 
@@ -239,15 +269,53 @@ def make_train_iterator(input_cfg: Any, *, seed: int, start_step: int = 0,
     An endless iterator of uint8 [batch_size // process_count, P, P, 3]:
     numpy arrays for backend 'tf', jax arrays for backend 'jax'.
   """
+  return _make_iterator(input_cfg, seed, start_step, process_index,
+                        process_count, with_labels=False)
+
+
+def make_labeled_train_iterator(
+    input_cfg: Any, *, seed: int, start_step: int = 0, process_index: int = 0,
+    process_count: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """(images, labels) of this host for steps start_step, ... (supervised).
+
+  The images are exactly those `make_train_iterator` yields for the same
+  arguments.
+
+  Args:
+    input_cfg: the input config; `source` must be a `dataset:` source.
+    seed: data seed (epoch order and augmentation).
+    start_step: first step to produce (to resume a run).
+    process_index: this host's index h.
+    process_count: number of hosts; batch_size is the global batch.
+
+  Returns:
+    An endless iterator of (uint8 [b, P, P, 3], int32 [b]) with
+    b = batch_size // process_count; the images are jax arrays for backend
+    'jax'.
+
+  Raises:
+    ValueError: the source is a single image or noise, which has no labels.
+  """
+  if not dataset_source.is_dataset_source(input_cfg.source):
+    raise ValueError(
+        "Supervised training needs a labelled dataset: source=dataset:"
+        "folder:ROOT, dataset:tar:PATH.tar.gz[:PREFIX] or dataset:tfds:NAME:"
+        f"SPLIT, not input.source='{input_cfg.source}'.")
+  return _make_iterator(input_cfg, seed, start_step, process_index,
+                        process_count, with_labels=True)
+
+
+def _make_iterator(input_cfg, seed, start_step, process_index, process_count,
+                   with_labels):
   _check_backend(input_cfg)
   step_inputs = _StepInputs(input_cfg, seed, process_index, process_count)
   steps = itertools.count(start_step)
   if input_cfg.backend == "jax":
-    return _jax_batches(input_cfg, step_inputs, steps)
-  return _tf_batches(input_cfg, step_inputs, start_step)
+    return _jax_batches(input_cfg, step_inputs, steps, with_labels)
+  return _tf_batches(input_cfg, step_inputs, start_step, with_labels)
 
 
-def _jax_batches(input_cfg, step_inputs, steps):
+def _jax_batches(input_cfg, step_inputs, steps, with_labels):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from input_pipeline import jax_patches  # pylint: disable=g-import-not-at-top
   render = None
@@ -260,10 +328,10 @@ def _jax_batches(input_cfg, step_inputs, steps):
     if "augment_affine" in inputs:
       patches = jax_patches.augment_patches_jax(
           patches, jnp.asarray(inputs["augment_affine"]))
-    yield patches
+    yield (patches, inputs["labels"]) if with_labels else patches
 
 
-def _tf_batches(input_cfg, step_inputs, start_step):
+def _tf_batches(input_cfg, step_inputs, start_step, with_labels):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from input_pipeline import tf_patches  # pylint: disable=g-import-not-at-top
   example = step_inputs(start_step)
@@ -296,7 +364,7 @@ def _tf_batches(input_cfg, step_inputs, start_step):
     if "augment_affine" in inputs:
       patches = tf_patches.augment_patches_tf(patches,
                                               inputs["augment_affine"])
-    return patches
+    return (patches, inputs["labels"]) if with_labels else patches
 
   parallel = input_cfg.num_parallel_calls
   num_parallel_calls = tf.data.AUTOTUNE if parallel == -1 else parallel
