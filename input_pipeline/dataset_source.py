@@ -3,13 +3,13 @@
 Used instead of a single image when distilling with real training data (the
 paper's full-dataset baseline) and for supervised teacher training. Specs:
 
-  dataset:folder:ROOT                ROOT/<class_name>/*.jpg|jpeg|png
-  dataset:tar:PATH[:PREFIX]          the same layout inside a tar archive
-                                     (.tar, .tar.gz, .tgz), under the member
-                                     folder PREFIX, e.g. `dataset:tar:$SID_SHARED_DIR/
-                                     data/cifar10/train_jpeg.tar.gz`
-  dataset:tfds:NAME:SPLIT            a prepared TFDS dataset, e.g.
-                                     `dataset:tfds:cifar10:train`
+  dataset:folder:ROOT        ROOT/<class_name>/*.jpg|jpeg|png
+  dataset:tar:PATH[:PREFIX]  the same layout inside a tar archive (.tar,
+                             .tar.gz, .tgz) under the member folder PREFIX,
+                             e.g. `dataset:tar:$SID_SHARED_DIR/data/cifar10/
+                             train_jpeg.tar.gz`
+  dataset:tfds:NAME:SPLIT    a prepared TFDS dataset, e.g.
+                             `dataset:tfds:cifar10:train`
 
 Paths may use `$SID_SHARED_DIR` and `~` but not ':'. Folder and tar labels
 are the index of the class folder in alphabetical order; examples are ordered
@@ -108,8 +108,9 @@ def _parse(spec: str) -> tuple[str, str, str]:
         "dataset:tar:PATH[:PREFIX] or dataset:tfds:NAME:SPLIT.")
   if scheme == "tfds":
     if not extra:
-      raise ValueError(f"Dataset source '{spec}' needs a split: "
-                       "dataset:tfds:NAME:SPLIT, e.g. dataset:tfds:cifar10:train.")
+      raise ValueError(
+          f"Dataset source '{spec}' needs a split: dataset:tfds:NAME:SPLIT, "
+          "e.g. dataset:tfds:cifar10:train.")
     return scheme, argument, extra
   return scheme, paths.expand(argument), extra
 
