@@ -78,5 +78,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.input.source = "dataset:tfds:cifar10:train"
     config.eval.dataset = "tfds:cifar10:test"
   elif arg:
-    raise ValueError(f"Unknown config argument '{arg}'; expected 'tfds' or none.")
+    raise ValueError(
+        f"Unknown config argument '{arg}'; expected 'tfds' or none.")
   return config
