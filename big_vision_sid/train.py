@@ -40,6 +40,10 @@ from input_pipeline import eval_data
 from input_pipeline import train_data
 
 
+# `teacher.format` of supervised training: the targets are the dataset's labels.
+SUPERVISED_FORMAT = "none"
+
+
 class NonFiniteLossError(RuntimeError):
   """The loss or the parameters became NaN/inf; nothing non-finite is saved."""
 
@@ -63,13 +67,18 @@ def _write_json_atomic(path: str, payload: dict[str, Any]) -> None:
 
 
 def _prefetch_to_device(
-    batches: Iterator[np.ndarray], sharding: jax.sharding.Sharding, size: int
-) -> Iterator[jax.Array]:
-  """Keeps `size` host batches in flight to the devices (transfers are async)."""
-  queue: collections.deque[jax.Array] = collections.deque()
+    batches: Iterator[Any], sharding: jax.sharding.Sharding, size: int
+) -> Iterator[Any]:
+  """Keeps `size` host batches (pytrees of arrays) in flight to the devices."""
+  queue: collections.deque[Any] = collections.deque()
+
+  def put_array(x):
+    if isinstance(x, jax.Array):  # From the on-device generator (single host).
+      return jax.device_put(x, sharding)
+    return jax.make_array_from_process_local_data(sharding, np.asarray(x))
 
   def put(batch):
-    return jax.make_array_from_process_local_data(sharding, np.asarray(batch))
+    return jax.tree.map(put_array, batch)
 
   for batch in batches:
     queue.append(put(batch))
@@ -119,16 +128,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if is_main_process:
     _write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
 
-  # Everything that can fail because of the user's input is validated before
-  # the checkpoint manager exists, so a bad run never touches checkpoints.
+  # Everything that can fail because of the user's input is checked before
+  # the first step, so a bad run never writes a checkpoint.
   compute_dtype = jnp.dtype(config.compute_dtype)
-  teacher = teachers.load_teacher(config.teacher)
-  teacher_model = models.build_model(
-      teacher.name, teacher.num_classes, dtype=compute_dtype)
-  if config.student.num_classes != teacher.num_classes:
-    raise ValueError(
-        f"student.num_classes={config.student.num_classes} but the teacher "
-        f"{teacher.name} predicts {teacher.num_classes} classes.")
+  supervised = config.teacher.format == SUPERVISED_FORMAT
+  if supervised:
+    # No teacher: train one on labelled data (configs/cifar10_supervised_teacher.py).
+    teacher, teacher_model = None, None
+    teacher_name, mean, std = "labels", config.teacher.mean, config.teacher.std
+    if config.mixing.mode != "none":
+      raise ValueError("Supervised training (teacher.format='none') needs mixing.mode='none'.")
+  else:
+    teacher = teachers.load_teacher(config.teacher)
+    teacher_model = models.build_model(
+        teacher.name, teacher.num_classes, dtype=compute_dtype)
+    teacher_name, mean, std = teacher.name, teacher.mean, teacher.std
+    if config.student.num_classes != teacher.num_classes:
+      raise ValueError(
+          f"student.num_classes={config.student.num_classes} but the teacher "
+          f"{teacher.name} predicts {teacher.num_classes} classes.")
   student = models.build_model(
       config.student.name, config.student.num_classes, dtype=compute_dtype)
   loss_fn = losses.get_loss(config.distill.loss)
@@ -165,7 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       lambda rng: train_step_lib.create_train_state(
           rng, student, tx, (image_size, image_size, 3)),
       out_shardings=replicated)(jax.random.PRNGKey(config.seed))
-  teacher_variables = jax.device_put(teacher.variables, replicated)
+  teacher_variables = jax.device_put(teacher.variables if teacher else {}, replicated)
 
   step_fn = train_step_lib.make_train_step(
       student=student, teacher=teacher_model, tx=tx, loss_fn=loss_fn,
@@ -173,7 +191,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        tau_squared=config.distill.tau_squared,
                        topk=config.distill.topk),
       mixing_mode=config.mixing.mode, mixing_alpha=config.mixing.alpha,
-      mean=teacher.mean, std=teacher.std, schedule=schedule)
+      mean=mean, std=std, schedule=schedule)
   jit_step = jax.jit(
       step_fn,
       in_shardings=(replicated, replicated, data_sharding),
@@ -181,9 +199,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       donate_argnums=(0,))
   predict = jax.jit(
       train_step_lib.make_predict_fn(
-          student=student, teacher=teacher_model, mean=teacher.mean, std=teacher.std),
+          student=student, teacher=teacher_model, mean=mean, std=std),
       in_shardings=(replicated, replicated, data_sharding),
-      out_shardings=(data_sharding, data_sharding))
+      out_shardings=(data_sharding, data_sharding if teacher else None))
   check_finite = jax.jit(train_step_lib.all_finite)
 
   writer = metric_writers.create_writer(workdir, enabled=is_main_process)
@@ -225,9 +243,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             "optim.lr, enable optim.grad_clip_norm, or check the teacher and input.")
       checkpointer.save(step, state, {"step": step, "config": config_label})
 
-    batches = train_data.make_train_iterator(
+    make_iterator = (train_data.make_labeled_train_iterator if supervised
+                     else train_data.make_train_iterator)
+    batches = make_iterator(
         config.input, seed=config.seed, start_step=start_step,
         process_index=jax.process_index(), process_count=jax.process_count())
+    if supervised:
+      batches = ({"image": images, "label": labels} for images, labels in batches)
     device_batches = _prefetch_to_device(batches, data_sharding, size=2)
 
     throttle = _Throttle(max_in_flight=2)
@@ -237,7 +259,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     train_start = window_start = time.time()
     timed_steps, timed_seconds = 0, 0.0
     step = start_step
-    logging.info("Training %s -> %s for %d steps (batch %d on %s).", teacher.name,
+    logging.info("Training %s -> %s for %d steps (batch %d on %s).", teacher_name,
                  config.student.name, total_steps, batch_size, _device_description())
     while step < total_steps:
       images = next(device_batches)
@@ -287,6 +309,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
     train_seconds = time.time() - train_start
     checkpointer.wait()
+    if supervised and is_main_process:
+      exported = os.path.join(workdir, "teacher.msgpack")
+      teachers.save_flax_teacher(
+          exported, {"params": state.params, "batch_stats": state.batch_stats})
+      logging.info("Exported the trained model as a flax teacher: %s", exported)
     final = run_eval(step)
     writer.flush()
   finally:
@@ -300,7 +327,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       steps=int(step), steps_this_run=int(steps_this_run),
       images_per_sec=round(images_per_sec, 2), train_seconds=round(train_seconds, 1),
       wall_seconds=round(time.time() - wall_start, 1), device=_device_description(),
-      config=config_label, teacher=teacher.name, student=config.student.name)
+      config=config_label, teacher=teacher_name, student=config.student.name)
   if is_main_process:
     _write_json_atomic(os.path.join(workdir, "result.json"), result)
   return result

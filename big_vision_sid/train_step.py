@@ -65,7 +65,7 @@ def normalize(images: jnp.ndarray, mean, std) -> jnp.ndarray:
 def make_train_step(
     *,
     student: nn.Module,
-    teacher: nn.Module,
+    teacher: nn.Module | None,
     tx: optax.GradientTransformation,
     loss_fn: LossFn,
     loss_kwargs: dict[str, Any],
@@ -75,15 +75,25 @@ def make_train_step(
     std: tuple[float, float, float],
     schedule: optax.Schedule | None = None,
 ) -> Callable[[TrainState, PyTree, jnp.ndarray], tuple[TrainState, dict[str, jnp.ndarray]]]:
-  """Returns `step(state, teacher_variables, images) -> (state, metrics)`."""
+  """Returns `step(state, teacher_variables, batch) -> (state, metrics)`.
 
-  def step(state: TrainState, teacher_variables: PyTree, images: jnp.ndarray):
+  With a teacher, `batch` is the uint8 image batch and the student matches
+  the teacher's logits. Without one (supervised teacher training), `batch` is
+  `{'image', 'label'}` and `loss_fn` gets one-hot labels in place of logits.
+  """
+
+  def step(state: TrainState, teacher_variables: PyTree, batch):
     step_rng = jax.random.fold_in(state.rng, state.step)
+    images = batch if teacher is not None else batch["image"]
     x = to_unit_float(images)
     x = mixing.mix_images(step_rng, x, mixing_mode, mixing_alpha)
     x = normalize(x, mean, std)
-    teacher_logits = teacher.apply(teacher_variables, x, train=False)
-    teacher_logits = jax.lax.stop_gradient(teacher_logits.astype(jnp.float32))
+    if teacher is not None:
+      teacher_logits = teacher.apply(teacher_variables, x, train=False)
+      teacher_logits = jax.lax.stop_gradient(teacher_logits.astype(jnp.float32))
+    else:
+      num_classes = student.num_classes
+      teacher_logits = jax.nn.one_hot(batch["label"], num_classes, dtype=jnp.float32)
 
     def objective(params):
       logits, updates = student.apply(

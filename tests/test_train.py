@@ -159,3 +159,33 @@ def test_cli_real_teacher_end_to_end_with_four_devices(tmp_path):
   for key in ("student_top1", "agreement", "images_per_sec"):
     assert key in result
   assert (tmp_path / "result.json").exists() and (tmp_path / "metrics.jsonl").exists()
+
+
+def test_supervised_training_exports_a_loadable_teacher(tmp_path, eval_npz):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from big_vision_sid import teachers  # pylint: disable=g-import-not-at-top
+  from configs import cifar10_supervised_teacher  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  for class_name in ("cat", "dog"):
+    (tmp_path / "data" / class_name).mkdir(parents=True)
+    for i in range(4):
+      pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+      Image.fromarray(pixels).save(tmp_path / "data" / class_name / f"{i}.png")
+  config = cifar10_supervised_teacher.get_config()
+  config.unlock()
+  config.student.name = "cifar_resnet8"
+  config.input.source = f"dataset:folder:{tmp_path / 'data'}"
+  config.input.batch_size = 4
+  config.total_epochs = None
+  config.total_steps = 3
+  config.eval.dataset = eval_npz
+  config.eval.batch_size = 8
+  config.eval.max_examples = 8
+  workdir = tmp_path / "workdir"
+  result = train.train_and_evaluate(config, str(workdir))
+  assert result["steps"] == 3 and "teacher_top1" not in result
+  teacher_config = config.teacher.copy_and_resolve_references()
+  teacher_config.update(format="flax", checkpoint=str(workdir / "teacher.msgpack"))
+  teacher = teachers.load_teacher(teacher_config)
+  assert teacher.name == "cifar_resnet8"
+  assert teacher.num_classes == 10
