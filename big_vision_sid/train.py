@@ -298,7 +298,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         window_start = time.time()
 
       if config.eval.every_steps and step % config.eval.every_steps == 0 and step < total_steps:
+        eval_start = time.time()
         run_eval(step)
+        window_start += time.time() - eval_start  # Eval time is not training time.
       due_by_steps = config.checkpoint.every_steps and step % config.checkpoint.every_steps == 0
       due_by_time = (config.checkpoint.every_seconds and
                      time.time() - last_save_time >= config.checkpoint.every_seconds)
