@@ -1,0 +1,107 @@
+r"""Where the time of the fused ResNet-56 -> ResNet-20 step goes.
+
+  python benchmarks/step_breakdown.py [--batch=128] [--seconds=10] [--profile_dir=DIR]
+
+Times each part as its own jitted program (teacher forward in inference mode,
+student forward+backward, Adam update) next to the fused step, and
+optionally writes a jax.profiler trace of the fused step for TensorBoard's
+profile plugin / Perfetto.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp
+import optax
+
+from big_vision_sid import losses
+from big_vision_sid import models
+from big_vision_sid import perf
+from big_vision_sid import train_step
+
+
+def _rate(fn, seconds: float) -> float:
+  """Calls/s of `fn` (which blocks) after one warm-up call."""
+  fn()
+  count, start = 0, time.perf_counter()
+  while count < 3 or time.perf_counter() - start < seconds:
+    fn()
+    count += 1
+  return count / (time.perf_counter() - start)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--batch", type=int, default=128)
+  parser.add_argument("--seconds", type=float, default=10.0)
+  parser.add_argument("--dtype", default="float32")
+  parser.add_argument("--profile_dir", default="")
+  args = parser.parse_args()
+
+  dtype = jnp.dtype(args.dtype)
+  teacher = models.build_model("cifar_resnet56", 10, dtype=dtype)
+  student = models.build_model("cifar_resnet20", 10, dtype=dtype)
+  images = jax.random.uniform(jax.random.PRNGKey(0), (args.batch, 32, 32, 3))
+  teacher_vars = teacher.init(jax.random.PRNGKey(1), images[:1])
+  tx = optax.adam(1e-3)
+  state = train_step.create_train_state(jax.random.PRNGKey(2), student, tx, (32, 32, 3))
+  kl = losses.get_loss("kl")
+
+  teacher_fwd = jax.jit(lambda v, x: teacher.apply(v, x, train=False))
+  teacher_logits = teacher_fwd(teacher_vars, images)
+
+  def student_loss(params, batch_stats, x, targets):
+    logits, updates = student.apply({"params": params, "batch_stats": batch_stats}, x,
+                                    train=True, mutable=["batch_stats"])
+    return jnp.mean(kl(logits, targets)), updates
+
+  student_grad = jax.jit(jax.grad(student_loss, has_aux=True))
+  grads, _ = student_grad(state.params, state.batch_stats, images, teacher_logits)
+  adam_update = jax.jit(lambda g, o, p: tx.update(g, o, p))
+  fused = jax.jit(train_step.make_train_step(
+      student=student, teacher=teacher, tx=tx, loss_fn=kl,
+      loss_kwargs=dict(temperature=8.0), mixing_mode="cutmix", mixing_alpha=1.0,
+      mean=(0.5,) * 3, std=(0.25,) * 3), donate_argnums=(0,))
+  uint8_images = (images * 255).astype(jnp.uint8)
+  holder = {"state": state}
+
+  def run_fused():
+    holder["state"], metrics = fused(holder["state"], teacher_vars, uint8_images)
+    metrics["loss"].block_until_ready()
+
+  parts = {
+      "teacher forward (R56, inference)": lambda: teacher_fwd(
+          teacher_vars, images).block_until_ready(),
+      "student forward+backward (R20)": lambda: jax.block_until_ready(student_grad(
+          state.params, state.batch_stats, images, teacher_logits)),
+      "Adam update": lambda: jax.block_until_ready(
+          adam_update(grads, state.opt_state, state.params)),
+      "fused step (all of the above + CutMix)": run_fused,
+  }
+  fused_ms = None
+  rows = []
+  for name, fn in parts.items():
+    ms = 1000.0 / _rate(fn, args.seconds)
+    rows.append((name, ms))
+    fused_ms = ms
+  print(f"batch {args.batch}, {args.dtype}, {jax.devices()[0].platform} x{jax.device_count()}")
+  print("| part | ms/step | share of fused step | img/s |")
+  print("|---|---|---|---|")
+  for name, ms in rows:
+    print(f"| {name} | {ms:.1f} | {100 * ms / fused_ms:.0f}% | {args.batch * 1000 / ms:.0f} |")
+  if args.profile_dir:
+    with jax.profiler.trace(args.profile_dir):
+      for _ in range(5):
+        run_fused()
+    print(f"profile trace written to {args.profile_dir}")
+
+
+if __name__ == "__main__":
+  perf.apply_default_xla_flags()
+  main()
