@@ -323,7 +323,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer.close()
 
   steps_this_run = step - start_step
-  images_per_sec = (timed_steps * batch_size / timed_seconds) if timed_seconds else 0.0
+  if not timed_seconds:  # Only the compiling window ran: include it.
+    timed_steps, timed_seconds = steps_this_run, train_seconds
+  images_per_sec = timed_steps * batch_size / timed_seconds if timed_seconds else 0.0
   result = dict(final)
   result.update(
       steps=int(step), steps_this_run=int(steps_this_run),
