@@ -5,7 +5,9 @@ save is complete, so a run killed mid-save leaves the previous checkpoint
 intact and the next start restores from it.
 """
 
+import glob
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -17,11 +19,14 @@ class Checkpointer:
 
   def __init__(self, workdir: str, *, keep: int, async_save: bool):
     directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    _remove_unfinished_saves(directory)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep,
         create=True,
         enable_async_checkpointing=async_save,
-        cleanup_tmp_directories=True,
+        # Done synchronously above: orbax's background cleanup thread can
+        # outlive a run that fails fast and crash the interpreter at exit.
+        cleanup_tmp_directories=False,
     )
     self.directory = directory
     self._manager = ocp.CheckpointManager(directory, options=options)
@@ -71,3 +76,10 @@ def abstract_like(tree: Any) -> Any:
 
   return jax.tree.map(leaf, tree)
 
+
+def _remove_unfinished_saves(directory: str) -> None:
+  """Deletes temporary directories of saves that a killed run left behind."""
+  if jax.process_index() != 0:
+    return
+  for path in glob.glob(os.path.join(directory, "*.orbax-checkpoint-tmp*")):
+    shutil.rmtree(path, ignore_errors=True)

@@ -72,7 +72,11 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, eval_npz):
   first = train.train_and_evaluate(config, str(interrupted))
   assert first["steps"] == 3
   config.total_steps = 6
+  # A save that a SIGKILL interrupted leaves a temporary directory behind.
+  unfinished = interrupted / "checkpoints" / "4.orbax-checkpoint-tmp"
+  (unfinished / "state").mkdir(parents=True)
   resumed = train.train_and_evaluate(config, str(interrupted))
+  assert not unfinished.exists()
   assert resumed["steps"] == 6 and resumed["steps_this_run"] == 3
 
   for a, b in zip(_params(tmp_path / "full", 6), _params(interrupted, 6)):
