@@ -31,6 +31,7 @@ import os
 import pathlib
 from typing import Callable, Iterator
 
+from absl import logging
 import numpy as np
 from PIL import Image
 
@@ -275,6 +276,20 @@ def _load_tfds(spec, argument, *, image_size, resize_size, max_examples):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   # TFDS reads TFDS_DATA_DIR once at import; read it per call instead.
   builder = tfds.builder(name, data_dir=os.environ.get("TFDS_DATA_DIR"))
+  if not builder.is_prepared():
+    try:  # Datasets like cifar10 download themselves; imagenet2012 cannot.
+      logging.info("Preparing TFDS dataset %s in %s (downloads it once).",
+                   name, builder.data_dir)
+      builder.download_and_prepare()
+    except Exception as e:  # pylint: disable=broad-except
+      raise FileNotFoundError(
+          f"TFDS dataset '{name}' is not prepared in {builder.data_dir} and "
+          f"preparing it failed ({type(e).__name__}: {str(e)[:200]}). On a "
+          f"machine with internet run `tfds build {name}` (imagenet2012 first "
+          "needs ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in "
+          "<data_dir>/downloads/manual/), or set TFDS_DATA_DIR to a prepared "
+          "copy; offline, use an npz:/folder:/imagenet_folder: spec instead, "
+          "e.g. npz:$SID_SHARED_DIR/data/cifar10/test_exact.npz.") from e
   if not builder.is_prepared():
     raise FileNotFoundError(
         f"TFDS dataset '{name}' is not prepared in {builder.data_dir}. On a "

@@ -210,8 +210,13 @@ def test_shared_imagenet_sample_dev():
 
 
 def test_tfds_not_prepared_error(tmp_path, monkeypatch):
-  pytest.importorskip("tensorflow_datasets")
+  tfds = pytest.importorskip("tensorflow_datasets")
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+
+  def offline(self, *args, **kwargs):
+    raise ConnectionError("no network")
+
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
   with pytest.raises(FileNotFoundError, match="'cifar10' is not prepared.*tfds "
                      "build cifar10"):
     eval_data.load_eval_set("tfds:cifar10:test", image_size=32)
