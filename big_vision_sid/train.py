@@ -220,11 +220,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     else:
       logging.info("No checkpoint in %s: starting at step 0.", checkpointer.directory)
 
+    def predict_global_batch(images: np.ndarray):
+      # Every host reads the whole eval batch and contributes its own rows.
+      rows = images.shape[0] // jax.process_count()
+      local = images[jax.process_index() * rows:(jax.process_index() + 1) * rows]
+      global_images = jax.make_array_from_process_local_data(data_sharding, local)
+      return predict(state, teacher_variables, global_images)
+
     def run_eval(step: int) -> dict[str, float]:
       eval_start = time.time()
-      result = evaluate(
-          lambda images: predict(state, teacher_variables, images),
-          eval_set, config.eval.batch_size)
+      result = evaluate(predict_global_batch, eval_set, config.eval.batch_size)
       writer.write_scalars(step, result)
       logging.info(
           "eval @%d (%.1fs): student top-1 %.2f%% top-5 %.2f%%, teacher top-1 "
