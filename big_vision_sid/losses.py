@@ -107,36 +107,29 @@ def topk_kl(
   return per_example * _tau_factor(temperature, tau_squared)
 
 
-@LOSSES.register("l1")
-def l1(
-    student_logits: jnp.ndarray,
-    teacher_logits: jnp.ndarray,
-    *,
-    temperature: float = 8.0,
-    tau_squared: bool = False,
-    topk: int = 5,
-) -> jnp.ndarray:
-  """Mean over classes of |s/tau - t/tau|, times tau**2 iff `tau_squared`."""
-  del topk
-  s, t = _as_f32_pair(student_logits, teacher_logits)
-  per_example = jnp.mean(jnp.abs(s / temperature - t / temperature), axis=-1)
-  return per_example * _tau_factor(temperature, tau_squared)
+def _scaled_logit_distance(distance: Callable[[jnp.ndarray], jnp.ndarray],
+                           formula: str) -> LossFn:
+  """A loss on the tau-scaled logits: mean over classes of distance(s/tau - t/tau)."""
+
+  def loss(
+      student_logits: jnp.ndarray,
+      teacher_logits: jnp.ndarray,
+      *,
+      temperature: float = 8.0,
+      tau_squared: bool = False,
+      topk: int = 5,
+  ) -> jnp.ndarray:
+    del topk
+    s, t = _as_f32_pair(student_logits, teacher_logits)
+    per_example = jnp.mean(distance(s / temperature - t / temperature), axis=-1)
+    return per_example * _tau_factor(temperature, tau_squared)
+
+  loss.__doc__ = f"Mean over classes of {formula}, times tau**2 iff `tau_squared`."
+  return loss
 
 
-@LOSSES.register("l2")
-def l2(
-    student_logits: jnp.ndarray,
-    teacher_logits: jnp.ndarray,
-    *,
-    temperature: float = 8.0,
-    tau_squared: bool = False,
-    topk: int = 5,
-) -> jnp.ndarray:
-  """Mean over classes of (s/tau - t/tau)**2, times tau**2 iff `tau_squared`."""
-  del topk
-  s, t = _as_f32_pair(student_logits, teacher_logits)
-  per_example = jnp.mean(jnp.square(s / temperature - t / temperature), axis=-1)
-  return per_example * _tau_factor(temperature, tau_squared)
+LOSSES.register("l1")(_scaled_logit_distance(jnp.abs, "|s/tau - t/tau|"))
+LOSSES.register("l2")(_scaled_logit_distance(jnp.square, "(s/tau - t/tau)**2"))
 
 
 @LOSSES.register("hard")
