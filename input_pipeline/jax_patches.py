@@ -178,7 +178,7 @@ def augment_patches_jax(patches: jax.Array, affine: jax.Array) -> jax.Array:
 
   Args:
     patches: uint8 [B, P, P, 3].
-    affine: [B, 2, 3] from `augment.sample_augment_params`: output pixel
+    affine: [B, 2, 3] from `augment.sample_augment_affine`: output pixel
       (u, v, 1) -> input pixel index (x, y). Inputs outside the patch are 0.
 
   Returns:
