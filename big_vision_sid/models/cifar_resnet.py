@@ -10,6 +10,8 @@ import functools
 import flax.linen as nn
 import jax.numpy as jnp
 
+from big_vision_sid.models import layers
+
 # Torch's `padding=1`: symmetric, unlike 'SAME' which pads stride-2 convs
 # only on the bottom/right.
 _PAD_1 = ((1, 1), (1, 1))
@@ -27,10 +29,10 @@ class BasicBlock(nn.Module):
         nn.Conv, self.planes, (3, 3), padding=_PAD_1, use_bias=False,
         kernel_init=nn.initializers.he_normal(), dtype=self.dtype)
     norm = functools.partial(
-        nn.BatchNorm, use_running_average=not train, momentum=0.9,
+        layers.BatchNorm, use_running_average=not train, momentum=0.9,
         epsilon=1e-5, dtype=self.dtype)
     y = conv(strides=self.stride, name="conv1")(x)
-    y = nn.relu(norm(name="bn1")(y))
+    y = layers.materialize(nn.relu(norm(name="bn1")(y)))
     y = conv(name="conv2")(y)
     y = norm(name="bn2")(y)
     shortcut = x
@@ -38,7 +40,7 @@ class BasicBlock(nn.Module):
       pad = self.planes // 4
       shortcut = jnp.pad(
           x[:, ::2, ::2, :], ((0, 0), (0, 0), (0, 0), (pad, pad)))
-    return nn.relu(y + shortcut)
+    return layers.materialize(nn.relu(y + shortcut))
 
 
 class CifarResNet(nn.Module):
@@ -55,9 +57,9 @@ class CifarResNet(nn.Module):
     x = nn.Conv(16, (3, 3), padding=_PAD_1, use_bias=False,
                 kernel_init=nn.initializers.he_normal(), dtype=self.dtype,
                 name="conv1")(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                     epsilon=1e-5, dtype=self.dtype, name="bn1")(x)
-    x = nn.relu(x)
+    x = layers.BatchNorm(use_running_average=not train, momentum=0.9,
+                         epsilon=1e-5, dtype=self.dtype, name="bn1")(x)
+    x = layers.materialize(nn.relu(x))
     for stage, (planes, stride) in enumerate(((16, 1), (32, 2), (64, 2))):
       for i in range(blocks_per_stage):
         x = BasicBlock(planes, stride if i == 0 else 1, dtype=self.dtype,

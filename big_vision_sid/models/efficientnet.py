@@ -9,6 +9,8 @@ bottom/right for even sizes), which is what the checkpoint was trained with.
 import flax.linen as nn
 import jax.numpy as jnp
 
+from big_vision_sid.models import layers
+
 # (expand_ratio, kernel, stride, out_channels, repeats) per stage.
 LITE0_STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2),
                 (6, 3, 2, 80, 3), (6, 5, 1, 112, 3), (6, 5, 2, 192, 4),
@@ -26,8 +28,8 @@ def _conv(features: int, kernel: int, stride: int, dtype, name: str,
 
 def _norm(train: bool, dtype, name: str):
   # TF's decay 0.99 / epsilon 1e-3, which the checkpoint's statistics assume.
-  return nn.BatchNorm(use_running_average=not train, momentum=0.99,
-                      epsilon=1e-3, dtype=dtype, name=name)
+  return layers.BatchNorm(use_running_average=not train, momentum=0.99,
+                          epsilon=1e-3, dtype=dtype, name=name)
 
 
 class MBConv(nn.Module):

@@ -10,6 +10,8 @@ import functools
 import flax.linen as nn
 import jax.numpy as jnp
 
+from big_vision_sid.models import layers
+
 # torchvision initialises convs with kaiming_normal_(mode="fan_out").
 _CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -23,8 +25,8 @@ def _conv(features: int, kernel: int, stride: int, dtype, name: str):
 
 
 def _norm(train: bool, dtype, name: str):
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                      epsilon=1e-5, dtype=dtype, name=name)
+  return layers.BatchNorm(use_running_average=not train, momentum=0.9,
+                          epsilon=1e-5, dtype=dtype, name=name)
 
 
 class BasicBlock(nn.Module):
@@ -36,10 +38,11 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     y = _conv(self.planes, 3, self.stride, self.dtype, "conv1")(x)
-    y = nn.relu(_norm(train, self.dtype, "bn1")(y))
+    y = layers.materialize(nn.relu(_norm(train, self.dtype, "bn1")(y)))
     y = _conv(self.planes, 3, 1, self.dtype, "conv2")(y)
     y = _norm(train, self.dtype, "bn2")(y)
-    return nn.relu(y + _shortcut(self, x, self.planes, train))
+    y = nn.relu(y + _shortcut(self, x, self.planes, train))
+    return layers.materialize(y)
 
 
 class Bottleneck(nn.Module):
@@ -52,12 +55,13 @@ class Bottleneck(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     y = _conv(self.width, 1, 1, self.dtype, "conv1")(x)
-    y = nn.relu(_norm(train, self.dtype, "bn1")(y))
+    y = layers.materialize(nn.relu(_norm(train, self.dtype, "bn1")(y)))
     y = _conv(self.width, 3, self.stride, self.dtype, "conv2")(y)
-    y = nn.relu(_norm(train, self.dtype, "bn2")(y))
+    y = layers.materialize(nn.relu(_norm(train, self.dtype, "bn2")(y)))
     y = _conv(self.planes * 4, 1, 1, self.dtype, "conv3")(y)
     y = _norm(train, self.dtype, "bn3")(y)
-    return nn.relu(y + _shortcut(self, x, self.planes * 4, train))
+    y = nn.relu(y + _shortcut(self, x, self.planes * 4, train))
+    return layers.materialize(y)
 
 
 def _shortcut(block: nn.Module, x: jnp.ndarray, features: int,

@@ -3,6 +3,8 @@
 import flax.linen as nn
 import jax.numpy as jnp
 
+from big_vision_sid.models import layers
+
 # Conv widths per stage; each stage ends with a 2x2 max-pool.
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512),
                 (512, 512, 512))
@@ -29,8 +31,9 @@ class VGG(nn.Module):
         x = nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)),
                     kernel_init=_CONV_INIT, dtype=self.dtype,
                     name=f"conv{index}")(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                         epsilon=1e-5, dtype=self.dtype, name=f"bn{index}")(x)
+        x = layers.BatchNorm(use_running_average=not train, momentum=0.9,
+                             epsilon=1e-5, dtype=self.dtype,
+                             name=f"bn{index}")(x)
         x = nn.relu(x)
         index += 1
       x = nn.max_pool(x, (2, 2), strides=(2, 2))

@@ -3,13 +3,15 @@
 import flax.linen as nn
 import jax.numpy as jnp
 
+from big_vision_sid.models import layers
+
 _PAD_1 = ((1, 1), (1, 1))
 _CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 def _norm(train: bool, dtype, name: str):
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                      epsilon=1e-5, dtype=dtype, name=name)
+  return layers.BatchNorm(use_running_average=not train, momentum=0.9,
+                          epsilon=1e-5, dtype=dtype, name=name)
 
 
 class PreActBlock(nn.Module):
@@ -20,20 +22,20 @@ class PreActBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    activated = nn.relu(_norm(train, self.dtype, "bn1")(x))
+    activated = layers.materialize(nn.relu(_norm(train, self.dtype, "bn1")(x)))
     y = nn.Conv(self.features, (3, 3), self.stride, padding=_PAD_1,
                 use_bias=False, kernel_init=_CONV_INIT, dtype=self.dtype,
                 name="conv1")(activated)
-    y = nn.relu(_norm(train, self.dtype, "bn2")(y))
+    y = layers.materialize(nn.relu(_norm(train, self.dtype, "bn2")(y)))
     y = nn.Conv(self.features, (3, 3), padding=_PAD_1, use_bias=False,
                 kernel_init=_CONV_INIT, dtype=self.dtype, name="conv2")(y)
     if self.stride == 1 and x.shape[-1] == self.features:
-      return x + y
+      return layers.materialize(x + y)
     # The projection sees the pre-activated input, as in the reference WRN.
     shortcut = nn.Conv(self.features, (1, 1), self.stride, padding="VALID",
                        use_bias=False, kernel_init=_CONV_INIT,
                        dtype=self.dtype, name="shortcut_conv")(activated)
-    return shortcut + y
+    return layers.materialize(shortcut + y)
 
 
 class WideResNet(nn.Module):
