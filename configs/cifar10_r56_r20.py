@@ -13,8 +13,8 @@ image, flip + pad-4 crop, CutMix, KL at tau=8, Adam 1e-3 cosine, batch 512,
 
 CPU demo (`:cpu_demo`, what `./run.sh` runs): City image, endless stream of
 fresh patches, batch 128, Adam 1e-2 with warmup, 650 steps. Measured on a
-2-core CPU (2026-11-21): student 27.5% top-1 (teacher 92.72%), 145-158
-img/s, 9-10.5 minutes end to end.
+2-core CPU (2026-11-22, fresh clone): student 27.2% top-1 (teacher
+92.72%), 202 img/s, 7.2 minutes end to end.
 
   python -m big_vision_sid.train --config=configs/cifar10_r56_r20.py:cpu_demo \
       --workdir=workdirs/cifar10_r56_r20_cpu_demo
