@@ -28,13 +28,11 @@ class BasicBlock(nn.Module):
     conv = functools.partial(
         nn.Conv, self.planes, (3, 3), padding=_PAD_1, use_bias=False,
         kernel_init=nn.initializers.he_normal(), dtype=self.dtype)
-    norm = functools.partial(
-        layers.BatchNorm, use_running_average=not train, momentum=0.9,
-        epsilon=1e-5, dtype=self.dtype)
+    norm = functools.partial(layers.batch_norm, train, self.dtype)
     y = conv(strides=self.stride, name="conv1")(x)
-    y = layers.materialize(nn.relu(norm(name="bn1")(y)))
+    y = layers.materialize(nn.relu(norm("bn1")(y)))
     y = conv(name="conv2")(y)
-    y = norm(name="bn2")(y)
+    y = norm("bn2")(y)
     shortcut = x
     if self.stride != 1 or x.shape[-1] != self.planes:
       pad = self.planes // 4
@@ -57,8 +55,7 @@ class CifarResNet(nn.Module):
     x = nn.Conv(16, (3, 3), padding=_PAD_1, use_bias=False,
                 kernel_init=nn.initializers.he_normal(), dtype=self.dtype,
                 name="conv1")(x)
-    x = layers.BatchNorm(use_running_average=not train, momentum=0.9,
-                         epsilon=1e-5, dtype=self.dtype, name="bn1")(x)
+    x = layers.batch_norm(train, self.dtype, "bn1")(x)
     x = layers.materialize(nn.relu(x))
     for stage, (planes, stride) in enumerate(((16, 1), (32, 2), (64, 2))):
       for i in range(blocks_per_stage):

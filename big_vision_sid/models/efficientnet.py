@@ -28,8 +28,7 @@ def _conv(features: int, kernel: int, stride: int, dtype, name: str,
 
 def _norm(train: bool, dtype, name: str):
   # TF's decay 0.99 / epsilon 1e-3, which the checkpoint's statistics assume.
-  return layers.BatchNorm(use_running_average=not train, momentum=0.99,
-                          epsilon=1e-3, dtype=dtype, name=name)
+  return layers.batch_norm(train, dtype, name, momentum=0.99, epsilon=1e-3)
 
 
 class MBConv(nn.Module):

@@ -104,3 +104,9 @@ class BatchNorm(nn.Module):
       ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
       ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
     return y
+
+
+def batch_norm(train: bool, dtype: jnp.dtype, name: str, **kwargs) -> BatchNorm:
+  """BatchNorm on batch statistics when `train`, else on the running ones."""
+  return BatchNorm(use_running_average=not train, dtype=dtype, name=name,
+                   **kwargs)

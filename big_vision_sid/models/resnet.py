@@ -24,11 +24,6 @@ def _conv(features: int, kernel: int, stride: int, dtype, name: str):
                  kernel_init=_CONV_INIT, dtype=dtype, name=name)
 
 
-def _norm(train: bool, dtype, name: str):
-  return layers.BatchNorm(use_running_average=not train, momentum=0.9,
-                          epsilon=1e-5, dtype=dtype, name=name)
-
-
 class BasicBlock(nn.Module):
   """Two 3x3 convs (ResNet-18/34)."""
   planes: int
@@ -38,9 +33,10 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     y = _conv(self.planes, 3, self.stride, self.dtype, "conv1")(x)
-    y = layers.materialize(nn.relu(_norm(train, self.dtype, "bn1")(y)))
+    y = nn.relu(layers.batch_norm(train, self.dtype, "bn1")(y))
+    y = layers.materialize(y)
     y = _conv(self.planes, 3, 1, self.dtype, "conv2")(y)
-    y = _norm(train, self.dtype, "bn2")(y)
+    y = layers.batch_norm(train, self.dtype, "bn2")(y)
     y = nn.relu(y + _shortcut(self, x, self.planes, train))
     return layers.materialize(y)
 
@@ -55,11 +51,13 @@ class Bottleneck(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     y = _conv(self.width, 1, 1, self.dtype, "conv1")(x)
-    y = layers.materialize(nn.relu(_norm(train, self.dtype, "bn1")(y)))
+    y = nn.relu(layers.batch_norm(train, self.dtype, "bn1")(y))
+    y = layers.materialize(y)
     y = _conv(self.width, 3, self.stride, self.dtype, "conv2")(y)
-    y = layers.materialize(nn.relu(_norm(train, self.dtype, "bn2")(y)))
+    y = nn.relu(layers.batch_norm(train, self.dtype, "bn2")(y))
+    y = layers.materialize(y)
     y = _conv(self.planes * 4, 1, 1, self.dtype, "conv3")(y)
-    y = _norm(train, self.dtype, "bn3")(y)
+    y = layers.batch_norm(train, self.dtype, "bn3")(y)
     y = nn.relu(y + _shortcut(self, x, self.planes * 4, train))
     return layers.materialize(y)
 
@@ -70,7 +68,7 @@ def _shortcut(block: nn.Module, x: jnp.ndarray, features: int,
   if block.stride == 1 and x.shape[-1] == features:
     return x
   x = _conv(features, 1, block.stride, block.dtype, "downsample_conv")(x)
-  return _norm(train, block.dtype, "downsample_bn")(x)
+  return layers.batch_norm(train, block.dtype, "downsample_bn")(x)
 
 
 class ResNet(nn.Module):
@@ -84,7 +82,7 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     x = _conv(64, 7, 2, self.dtype, "conv1")(x)
-    x = nn.relu(_norm(train, self.dtype, "bn1")(x))
+    x = nn.relu(layers.batch_norm(train, self.dtype, "bn1")(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for stage, num_blocks in enumerate(self.stage_sizes):
       planes = 64 * 2**stage

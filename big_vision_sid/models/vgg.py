@@ -31,9 +31,7 @@ class VGG(nn.Module):
         x = nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)),
                     kernel_init=_CONV_INIT, dtype=self.dtype,
                     name=f"conv{index}")(x)
-        x = layers.BatchNorm(use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype,
-                             name=f"bn{index}")(x)
+        x = layers.batch_norm(train, self.dtype, f"bn{index}")(x)
         x = nn.relu(x)
         index += 1
       x = nn.max_pool(x, (2, 2), strides=(2, 2))

@@ -9,11 +9,6 @@ _PAD_1 = ((1, 1), (1, 1))
 _CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def _norm(train: bool, dtype, name: str):
-  return layers.BatchNorm(use_running_average=not train, momentum=0.9,
-                          epsilon=1e-5, dtype=dtype, name=name)
-
-
 class PreActBlock(nn.Module):
   """BN-ReLU-conv3x3 twice; a 1x1 conv shortcut when the shape changes."""
   features: int
@@ -22,11 +17,13 @@ class PreActBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    activated = layers.materialize(nn.relu(_norm(train, self.dtype, "bn1")(x)))
+    activated = nn.relu(layers.batch_norm(train, self.dtype, "bn1")(x))
+    activated = layers.materialize(activated)
     y = nn.Conv(self.features, (3, 3), self.stride, padding=_PAD_1,
                 use_bias=False, kernel_init=_CONV_INIT, dtype=self.dtype,
                 name="conv1")(activated)
-    y = layers.materialize(nn.relu(_norm(train, self.dtype, "bn2")(y)))
+    y = nn.relu(layers.batch_norm(train, self.dtype, "bn2")(y))
+    y = layers.materialize(y)
     y = nn.Conv(self.features, (3, 3), padding=_PAD_1, use_bias=False,
                 kernel_init=_CONV_INIT, dtype=self.dtype, name="conv2")(y)
     if self.stride == 1 and x.shape[-1] == self.features:
@@ -57,7 +54,7 @@ class WideResNet(nn.Module):
       for i in range(blocks_per_stage):
         x = PreActBlock(features, stride if i == 0 else 1, self.dtype,
                         name=f"block{stage + 1}_{i}")(x, train)
-    x = nn.relu(_norm(train, self.dtype, "bn1")(x))
+    x = nn.relu(layers.batch_norm(train, self.dtype, "bn1")(x))
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
     return x.astype(jnp.float32)
