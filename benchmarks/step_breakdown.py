@@ -7,7 +7,9 @@ student forward+backward, Adam update) next to the fused step. With
 `--profile_dir`, also writes a jax.profiler trace of the fused step (for
 TensorBoard's profile plugin / Perfetto) and prints the XLA:CPU time per op
 kind read back from it (convolutions run asynchronously on Eigen's pool and
-are not attributed; they are the remainder of the step).
+are not attributed; they are the remainder of the step). When torch is
+installed, the same parts of the PyTorch eager reference step
+(`big_vision_sid.bench_torch_reference`) are timed alongside.
 """
 
 import argparse
@@ -95,11 +97,14 @@ def main() -> None:
     ms = 1000.0 / _rate(fn, args.seconds)
     rows.append((name, ms))
     fused_ms = ms
-  print(f"batch {args.batch}, {args.dtype}, {jax.devices()[0].platform} x{jax.device_count()}")
-  print("| part | ms/step | share of fused step | img/s |")
-  print("|---|---|---|---|")
-  for name, ms in rows:
-    print(f"| {name} | {ms:.1f} | {100 * ms / fused_ms:.0f}% | {args.batch * 1000 / ms:.0f} |")
+  torch_ms, torch_device = _torch_part_ms(args.batch, args.seconds)
+  print(f"batch {args.batch}, {args.dtype}, {jax.devices()[0].platform} x{jax.device_count()}"
+        + (f"; PyTorch eager: {torch_device}" if torch_device else ""))
+  print("| part | ms/step | share of fused step | img/s | PyTorch eager ms/step |")
+  print("|---|---|---|---|---|")
+  for (name, ms), torch_part in zip(rows, torch_ms):
+    print(f"| {name} | {ms:.1f} | {100 * ms / fused_ms:.0f}% | {args.batch * 1000 / ms:.0f} "
+          f"| {torch_part} |")
   if args.profile_dir:
     steps = 5
     with jax.profiler.trace(args.profile_dir):
@@ -107,6 +112,16 @@ def main() -> None:
         run_fused()
     print(f"profile trace written to {args.profile_dir}")
     _print_op_kinds(args.profile_dir, steps, fused_ms)
+
+
+def _torch_part_ms(batch: int, seconds: float) -> tuple[list[str], str]:
+  """PyTorch reference ms/step per row of our table ("-" without torch)."""
+  try:
+    from big_vision_sid import bench_torch_reference  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return ["-"] * 4, ""
+  device, parts = bench_torch_reference.make_kd_step(batch)
+  return [f"{1000.0 / _rate(fn, seconds):.1f}" for fn in parts.values()], device
 
 
 def _print_op_kinds(profile_dir: str, steps: int, fused_ms: float) -> None:

@@ -52,9 +52,13 @@ class CifarResNet(nn.Module):
     return self.linear(out.mean(dim=(2, 3)))
 
 
-def kd_step_images_per_sec(*, batch: int, steps: int, seconds: float,
-                           temperature: float = 8.0) -> tuple[float, str]:
-  """Times the eager KD step on synthetic data; returns (img/s, device)."""
+def make_kd_step(batch: int, temperature: float = 8.0) -> tuple[str, dict]:
+  """Builds the eager KD step on synthetic data.
+
+  Returns (device, parts): `parts` maps "teacher forward", "student
+  forward+backward", "Adam update" and "step" (all three plus the KL) to
+  callables that finish their work before returning.
+  """
   device = "cuda" if torch.cuda.is_available() else "cpu"
   torch.manual_seed(0)
   teacher = CifarResNet(56).to(device).eval()
@@ -62,25 +66,57 @@ def kd_step_images_per_sec(*, batch: int, steps: int, seconds: float,
   optimizer = torch.optim.Adam(student.parameters(), lr=1e-3)
   images = torch.randn(batch, 3, 32, 32, device=device)
 
-  def step():
-    with torch.no_grad():
-      teacher_logits = teacher(images)
-    student_logits = student(images)
-    loss = F.kl_div(F.log_softmax(student_logits / temperature, -1),
-                    F.log_softmax(teacher_logits / temperature, -1),
-                    reduction="batchmean", log_target=True)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+  def sync():
     if device == "cuda":
       torch.cuda.synchronize()
 
+  def teacher_forward():
+    with torch.no_grad():
+      logits = teacher(images)
+    sync()
+    return logits
+
+  def kd_loss(teacher_logits):
+    return F.kl_div(F.log_softmax(student(images) / temperature, -1),
+                    F.log_softmax(teacher_logits / temperature, -1),
+                    reduction="batchmean", log_target=True)
+
+  fixed_teacher_logits = teacher_forward()
+
+  def student_forward_backward():
+    optimizer.zero_grad(set_to_none=True)
+    kd_loss(fixed_teacher_logits).backward()
+    sync()
+
+  def adam_update():
+    optimizer.step()
+    sync()
+
+  def step():
+    with torch.no_grad():
+      teacher_logits = teacher(images)
+    loss = kd_loss(teacher_logits)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    sync()
+
+  name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+  parts = {"teacher forward": teacher_forward,
+           "student forward+backward": student_forward_backward,
+           "Adam update": adam_update, "step": step}
+  return f"torch {name} ({torch.get_num_threads()} threads)", parts
+
+
+def kd_step_images_per_sec(*, batch: int, steps: int, seconds: float,
+                           temperature: float = 8.0) -> tuple[float, str]:
+  """Times the eager KD step on synthetic data; returns (img/s, device)."""
+  device, parts = make_kd_step(batch, temperature)
+  step = parts["step"]
   for _ in range(2):
     step()
   count, start = 0, time.perf_counter()
   while count < steps or time.perf_counter() - start < seconds:
     step()
     count += 1
-  rate = count * batch / (time.perf_counter() - start)
-  name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-  return rate, f"torch {name} ({torch.get_num_threads()} threads)"
+  return count * batch / (time.perf_counter() - start), device
