@@ -70,22 +70,24 @@ def make_kd_step(batch: int, temperature: float = 8.0) -> tuple[str, dict]:
     if device == "cuda":
       torch.cuda.synchronize()
 
-  def teacher_forward():
+  def teacher_logits():
     with torch.no_grad():
-      logits = teacher(images)
+      return teacher(images)
+
+  def kd_backward(logits):
+    optimizer.zero_grad(set_to_none=True)
+    F.kl_div(F.log_softmax(student(images) / temperature, -1),
+             F.log_softmax(logits / temperature, -1),
+             reduction="batchmean", log_target=True).backward()
+
+  fixed_teacher_logits = teacher_logits()
+
+  def teacher_forward():
+    teacher_logits()
     sync()
-    return logits
-
-  def kd_loss(teacher_logits):
-    return F.kl_div(F.log_softmax(student(images) / temperature, -1),
-                    F.log_softmax(teacher_logits / temperature, -1),
-                    reduction="batchmean", log_target=True)
-
-  fixed_teacher_logits = teacher_forward()
 
   def student_forward_backward():
-    optimizer.zero_grad(set_to_none=True)
-    kd_loss(fixed_teacher_logits).backward()
+    kd_backward(fixed_teacher_logits)
     sync()
 
   def adam_update():
@@ -93,11 +95,7 @@ def make_kd_step(batch: int, temperature: float = 8.0) -> tuple[str, dict]:
     sync()
 
   def step():
-    with torch.no_grad():
-      teacher_logits = teacher(images)
-    loss = kd_loss(teacher_logits)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    kd_backward(teacher_logits())
     optimizer.step()
     sync()
 
