@@ -46,8 +46,8 @@ def measure(name, backend, patch_size, num_patches, batch_size, seconds):
   batches = 0
   wall, cpu = time.perf_counter(), time.process_time()
   while time.perf_counter() - wall < seconds:
-    batch = next(iterator)
-    getattr(batch, "block_until_ready", lambda: None)()
+    images = next(iterator)["image"]
+    getattr(images, "block_until_ready", lambda: None)()
     batches += 1
   wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
   patches = batches * batch_size

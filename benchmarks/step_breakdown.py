@@ -30,6 +30,8 @@ import optax
 from big_vision_sid import losses
 from big_vision_sid import models
 from big_vision_sid import perf
+from big_vision_sid import targets
+from big_vision_sid import teachers
 from big_vision_sid import train_step
 
 
@@ -71,11 +73,14 @@ def main() -> None:
   student_grad = jax.jit(jax.grad(student_loss, has_aux=True))
   grads, _ = student_grad(state.params, state.batch_stats, images, teacher_logits)
   adam_update = jax.jit(lambda g, o, p: tx.update(g, o, p))
+  target = targets.from_teacher(teachers.Teacher(
+      name="cifar_resnet56", model=teacher, variables=teacher_vars,
+      mean=(0.5,) * 3, std=(0.25,) * 3, num_classes=10))
   fused = jax.jit(train_step.make_train_step(
-      student=student, teacher=teacher, tx=tx, loss_fn=kl,
-      loss_kwargs=dict(temperature=8.0), mixing_mode="cutmix", mixing_alpha=1.0,
-      mean=(0.5,) * 3, std=(0.25,) * 3), donate_argnums=(0,))
-  uint8_images = (images * 255).astype(jnp.uint8)
+      student=student, target=target, tx=tx, loss_fn=kl,
+      loss_kwargs=dict(temperature=8.0), mixing_mode="cutmix", mixing_alpha=1.0),
+      donate_argnums=(0,))
+  uint8_images = {"image": (images * 255).astype(jnp.uint8)}
   holder = {"state": state}
 
   def run_fused():

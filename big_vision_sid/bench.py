@@ -12,16 +12,13 @@ so runs can be compared by scripts (`--json_out=FILE` writes them too).
 
 import dataclasses
 import json
-import os
 import resource
 import subprocess
 import sys
 import time
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app  # pylint: disable=g-import-not-at-top
+from absl import app
 from absl import flags
 import numpy as np
 
@@ -41,6 +38,7 @@ class Row:
 
 ROWS = [
     Row("r56_r20_b128", "step", "cifar_resnet56", "cifar_resnet20", 32, 128),
+    Row("r20_r20_b128", "step", "cifar_resnet20", "cifar_resnet20", 32, 128),
     Row("r56_r20_b512", "step", "cifar_resnet56", "cifar_resnet20", 32, 512),
     Row("r56_r20_b128_bf16", "step", "cifar_resnet56", "cifar_resnet20", 32, 128,
         dtype="bfloat16"),
@@ -99,6 +97,9 @@ def bench_step(row: Row, steps: int, seconds: float) -> dict[str, Any]:
   from big_vision_sid import losses  # pylint: disable=g-import-not-at-top
   from big_vision_sid import models  # pylint: disable=g-import-not-at-top
   from big_vision_sid import optim  # pylint: disable=g-import-not-at-top
+  from big_vision_sid import parallel  # pylint: disable=g-import-not-at-top
+  from big_vision_sid import targets  # pylint: disable=g-import-not-at-top
+  from big_vision_sid import teachers  # pylint: disable=g-import-not-at-top
   from big_vision_sid import train_step  # pylint: disable=g-import-not-at-top
   from input_pipeline import train_data  # pylint: disable=g-import-not-at-top
 
@@ -113,26 +114,23 @@ def bench_step(row: Row, steps: int, seconds: float) -> dict[str, Any]:
       b2=0.999, schedule="constant", warmup_steps=0, end_lr_factor=0.0,
       step_boundaries=(), step_decay=0.1, grad_clip_norm=None))
   tx, _ = optim.make_optimizer(optim_cfg, 1000)
-  mesh = jax.make_mesh((jax.device_count(),), ("data",),
-                       axis_types=(jax.sharding.AxisType.Auto,))
-  replicated = jax.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  data_sharding = jax.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  devices = parallel.data_parallel()
+  replicated, data_sharding = devices.replicated, devices.data
   shape = (row.image_size, row.image_size, 3)
   state = jax.jit(lambda r: train_step.create_train_state(r, student, tx, shape),
                   out_shardings=replicated)(jax.random.PRNGKey(0))
   teacher_vars = jax.jit(
       lambda r: teacher.init(r, jnp.zeros((1, *shape)), train=False),
       out_shardings=replicated)(jax.random.PRNGKey(1))
-  step = jax.jit(
-      train_step.make_train_step(
-          student=student, teacher=teacher, tx=tx, loss_fn=losses.get_loss("kl"),
-          loss_kwargs=dict(temperature=8.0), mixing_mode="cutmix", mixing_alpha=1.0,
-          mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
-      in_shardings=(replicated, replicated, data_sharding),
-      out_shardings=(replicated, replicated), donate_argnums=(0,))
-  synthetic = jax.device_put(
+  target = targets.from_teacher(teachers.Teacher(
+      name=row.teacher, model=teacher, variables=teacher_vars,
+      mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), num_classes=num_classes))
+  step = devices.jit_train_step(train_step.make_train_step(
+      student=student, target=target, tx=tx, loss_fn=losses.get_loss("kl"),
+      loss_kwargs=dict(temperature=8.0), mixing_mode="cutmix", mixing_alpha=1.0))
+  synthetic = {"image": jax.device_put(
       np.random.default_rng(0).integers(0, 256, (batch, *shape), dtype=np.uint8),
-      data_sharding)
+      data_sharding)}
 
   start = time.perf_counter()
   compiled = step.lower(state, teacher_vars, synthetic).compile()
@@ -185,9 +183,9 @@ def bench_patches(row: Row, steps: int, seconds: float) -> dict[str, Any]:
   from input_pipeline import train_data  # pylint: disable=g-import-not-at-top
   iterator = train_data.make_train_iterator(
       _input_config(row, row.batch, row.backend), seed=0, start_step=0)
-  np.asarray(next(iterator))
+  np.asarray(next(iterator)["image"])
   cpu_start, wall_start = time.process_time(), time.perf_counter()
-  rate = _timed(lambda: np.asarray(next(iterator)), steps=steps, seconds=seconds) * row.batch
+  rate = _timed(lambda: np.asarray(next(iterator)["image"]), steps=steps, seconds=seconds) * row.batch
   cpu_seconds = time.process_time() - cpu_start
   wall = time.perf_counter() - wall_start
   import jax  # pylint: disable=g-import-not-at-top

@@ -1,13 +1,16 @@
 """Batch mixing (CutMix / MixUp) applied inside the jitted train step.
 
 In distillation the teacher labels whatever the student sees, so mixing needs
-no label bookkeeping: the mixed batch goes to both networks. Partners are the
-batch rolled by one along axis 0, and one mixing coefficient / box is drawn
-per step for the whole (global) batch. Everything is static-shaped jnp, so a
-step compiles once whatever box is drawn.
+no label bookkeeping: the mixed batch goes to both networks. Each example is
+mixed with a partner from the same batch (`PARTNERS`: the batch rolled by one,
+reversed as in the paper's CIFAR code, or randomly permuted as in its ImageNet
+code), and one mixing coefficient / box is drawn per step for the whole
+(global) batch. Inputs are [B, H, W, ...] (images, spectrograms, clips): a
+CutMix box spans axes 1 and 2 and all trailing axes. Everything is
+static-shaped jnp, so a step compiles once whatever box is drawn.
 """
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +18,8 @@ import jax.numpy as jnp
 from big_vision_sid.registry import Registry
 
 MIXERS = Registry("mixing")
+# Each entry maps (rng, batch) -> the batch of partners, row i for example i.
+PARTNERS = Registry("mixing partner")
 
 
 class CutmixBox(NamedTuple):
@@ -27,24 +32,29 @@ class CutmixBox(NamedTuple):
 
 
 def mix_images(
-    rng: jax.Array, images: jnp.ndarray, mode: str, alpha: float
+    rng: jax.Array, images: jnp.ndarray, mode: str, alpha: float,
+    partner: str = "roll",
 ) -> jnp.ndarray:
-  """Mixes a float [B, H, W, C] batch with the mixer registered as `mode`.
+  """Mixes a float [B, H, W, ...] batch with the mixer registered as `mode`.
 
   Args:
     rng: PRNG key; one draw per call, shared by the whole batch.
-    images: float images [B, H, W, C].
+    images: float inputs [B, H, W, ...].
     mode: `none`, `cutmix`, `mixup` or `cutmix_or_mixup` (static).
     alpha: Beta(alpha, alpha) concentration of the mixing coefficient.
+    partner: a `PARTNERS` name: `roll`, `reverse` or `permutation` (static).
 
   Returns:
-    The mixed images, same shape and dtype.
+    The mixed inputs, same shape and dtype.
   """
   mixer = MIXERS.get(mode)
-  if images.ndim != 4:
-    raise ValueError(f"mix_images expects images [B, H, W, C], got shape "
+  pick_partners = PARTNERS.get(partner)
+  if images.ndim < 3:
+    raise ValueError(f"mix_images expects inputs [B, H, W, ...], got shape "
                      f"{images.shape}.")
-  return mixer(rng, images, alpha)
+  # The mixer's own draws keep `rng`; a permutation draws from a folded key.
+  partners = lambda x: pick_partners(jax.random.fold_in(rng, 1), x)
+  return mixer(rng, images, alpha, partners)
 
 
 def _check_alpha(alpha: float) -> None:
@@ -54,14 +64,31 @@ def _check_alpha(alpha: float) -> None:
                      f"{alpha}.")
 
 
-def _partners(images: jnp.ndarray) -> jnp.ndarray:
+@PARTNERS.register("roll")
+def _rolled(rng: jax.Array, images: jnp.ndarray) -> jnp.ndarray:
+  del rng
   return jnp.roll(images, 1, axis=0)
 
 
+@PARTNERS.register("reverse")
+def _reversed(rng: jax.Array, images: jnp.ndarray) -> jnp.ndarray:
+  del rng
+  return images[::-1]
+
+
+@PARTNERS.register("permutation")
+def _permuted(rng: jax.Array, images: jnp.ndarray) -> jnp.ndarray:
+  return jax.random.permutation(rng, images, axis=0)
+
+
+Partners = Callable[[jnp.ndarray], jnp.ndarray]
+
+
 @MIXERS.register("none")
-def no_mixing(rng: jax.Array, images: jnp.ndarray, alpha: float) -> jnp.ndarray:
+def no_mixing(rng: jax.Array, images: jnp.ndarray, alpha: float,
+              partners: Partners) -> jnp.ndarray:
   """Returns the images unchanged."""
-  del rng, alpha
+  del rng, alpha, partners
   return images
 
 
@@ -113,31 +140,34 @@ def box_mask(box: CutmixBox, height: int, width: int) -> jnp.ndarray:
 
 
 @MIXERS.register("cutmix")
-def cutmix(rng: jax.Array, images: jnp.ndarray, alpha: float) -> jnp.ndarray:
-  """Pastes one box from the rolled batch into every image."""
-  _, height, width, _ = images.shape
+def cutmix(rng: jax.Array, images: jnp.ndarray, alpha: float,
+           partners: Partners) -> jnp.ndarray:
+  """Pastes one box (over axes 1 and 2) from the partners into every input."""
+  height, width = images.shape[1:3]
   box = sample_cutmix_box(rng, height, width, alpha)
-  mask = box_mask(box, height, width)[None, :, :, None]
-  return jnp.where(mask, _partners(images), images)
+  mask = box_mask(box, height, width).reshape(
+      (1, height, width) + (1,) * (images.ndim - 3))
+  return jnp.where(mask, partners(images), images)
 
 
 @MIXERS.register("mixup")
-def mixup(rng: jax.Array, images: jnp.ndarray, alpha: float) -> jnp.ndarray:
-  """Returns lam * x + (1 - lam) * roll(x), lam ~ Beta(alpha, alpha)."""
+def mixup(rng: jax.Array, images: jnp.ndarray, alpha: float,
+          partners: Partners) -> jnp.ndarray:
+  """Returns lam * x + (1 - lam) * partners(x), lam ~ Beta(alpha, alpha)."""
   _check_alpha(alpha)
   lam = jax.random.beta(rng, alpha, alpha).astype(images.dtype)
-  return lam * images + (1 - lam) * _partners(images)
+  return lam * images + (1 - lam) * partners(images)
 
 
 @MIXERS.register("cutmix_or_mixup")
 def cutmix_or_mixup(
-    rng: jax.Array, images: jnp.ndarray, alpha: float
+    rng: jax.Array, images: jnp.ndarray, alpha: float, partners: Partners
 ) -> jnp.ndarray:
   """Each call applies CutMix or MixUp with probability 1/2 each."""
   rng_choice, rng_mix = jax.random.split(rng)
   use_cutmix = jax.random.bernoulli(rng_choice, 0.5)
   return jax.lax.cond(
       use_cutmix,
-      lambda x: cutmix(rng_mix, x, alpha),
-      lambda x: mixup(rng_mix, x, alpha),
+      lambda x: cutmix(rng_mix, x, alpha, partners),
+      lambda x: mixup(rng_mix, x, alpha, partners),
       images)

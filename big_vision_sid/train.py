@@ -7,18 +7,12 @@ Re-running the same command on the same workdir resumes from the latest
 checkpoint. Every run ends with one machine-readable line `RESULT {json}`.
 """
 
-import collections
-import json
-import logging as std_logging
 import os
 import sys
 import time
-from typing import Any, Iterator
+from typing import Any
 
-# Before TensorFlow/JAX are imported by the modules below.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app  # pylint: disable=g-import-not-at-top
+from absl import app
 from absl import flags
 from absl import logging
 import jax
@@ -28,93 +22,29 @@ from ml_collections import config_flags
 import numpy as np
 
 from big_vision_sid import checkpointing
+from big_vision_sid import cli
 from big_vision_sid import evaluators
 from big_vision_sid import losses
 from big_vision_sid import metric_writers
 from big_vision_sid import models
 from big_vision_sid import optim
+from big_vision_sid import parallel
 from big_vision_sid import perf
+from big_vision_sid import targets
 from big_vision_sid import teachers
 from big_vision_sid import train_step as train_step_lib
+from big_vision_sid import workdir as workdir_lib
+from input_pipeline import device_feed
 from input_pipeline import eval_data
 from input_pipeline import train_data
 
 
-# `teacher.format` of supervised training: the targets are the dataset's labels.
-SUPERVISED_FORMAT = "none"
-
-
-class NonFiniteLossError(RuntimeError):
-  """The loss or the parameters became NaN/inf; nothing non-finite is saved."""
-
-
-# Errors caused by the user's input (config, files): reported as one clear line.
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NonFiniteLossError)
-
-
-def _format_duration(seconds: float) -> str:
-  seconds = int(max(seconds, 0))
-  hours, rest = divmod(seconds, 3600)
-  minutes, secs = divmod(rest, 60)
-  return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
-
-
-def _write_json_atomic(path: str, payload: dict[str, Any]) -> None:
-  tmp = f"{path}.tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(payload, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
-
-
-def _prefetch_to_device(
-    batches: Iterator[Any], sharding: jax.sharding.Sharding, size: int
-) -> Iterator[Any]:
-  """Keeps `size` host batches (pytrees of arrays) in flight to the devices."""
-  queue: collections.deque[Any] = collections.deque()
-
-  def put_array(x):
-    if isinstance(x, jax.Array):  # From the on-device generator (single host).
-      return jax.device_put(x, sharding)
-    return jax.make_array_from_process_local_data(sharding, np.asarray(x))
-
-  def put(batch):
-    return jax.tree.map(put_array, batch)
-
-  for batch in batches:
-    queue.append(put(batch))
-    if len(queue) > size:
-      yield queue.popleft()
-  while queue:
-    yield queue.popleft()
-
-
-class _Throttle:
-  """Bounds the steps dispatched ahead of the device.
-
-  Waiting on step k-2's output keeps one step queued behind the running one,
-  so the device never idles, while the host cannot run arbitrarily far ahead
-  (which would delay error detection and pin buffers).
-  """
-
-  def __init__(self, max_in_flight: int):
-    self._pending: collections.deque[jax.Array] = collections.deque()
-    self._max = max_in_flight
-
-  def add(self, token: jax.Array) -> None:
-    self._pending.append(token)
-    while len(self._pending) > self._max:
-      self._pending.popleft().block_until_ready()
-
-
-def _device_description() -> str:
-  devices = jax.devices()
-  kind = devices[0].device_kind if devices[0].platform != "cpu" else "cpu"
-  return f"{kind} x{len(devices)}"
+NonFiniteLossError = cli.NonFiniteLossError
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        config_label: str = "") -> dict[str, Any]:
-  """Distils `config.teacher` into a fresh `config.student`; returns the result.
+  """Trains `config.student` to match `config.target`; returns the result.
 
   Args:
     config: the experiment config (see configs/common.py).
@@ -126,27 +56,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   os.makedirs(workdir, exist_ok=True)
   is_main_process = jax.process_index() == 0
   if is_main_process:
-    _write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+    workdir_lib.write_json(os.path.join(workdir, workdir_lib.CONFIG_FILE),
+                           config.to_dict())
 
   # Everything that can fail because of the user's input is checked before
   # the first step, so a bad run never writes a checkpoint.
   compute_dtype = jnp.dtype(config.compute_dtype)
-  supervised = config.teacher.format == SUPERVISED_FORMAT
-  if supervised:
-    # No teacher: train one on labelled data (configs/cifar10_supervised_teacher.py).
-    teacher, teacher_model = None, None
-    teacher_name, mean, std = "labels", config.teacher.mean, config.teacher.std
-    if config.mixing.mode != "none":
-      raise ValueError("Supervised training (teacher.format='none') needs mixing.mode='none'.")
-  else:
-    teacher = teachers.load_teacher(config.teacher)
-    teacher_model = models.build_model(
-        teacher.name, teacher.num_classes, dtype=compute_dtype)
-    teacher_name, mean, std = teacher.name, teacher.mean, teacher.std
-    if config.student.num_classes != teacher.num_classes:
-      raise ValueError(
-          f"student.num_classes={config.student.num_classes} but the teacher "
-          f"{teacher.name} predicts {teacher.num_classes} classes.")
+  target = targets.build_target(config, compute_dtype)
+  if target.needs_labels and not train_data.has_labels(config.input):
+    raise ValueError(
+        f"target='{config.target}' needs a labelled dataset: input.source="
+        "dataset:folder:ROOT, dataset:tar:PATH.tar.gz[:PREFIX] or dataset:tfds:"
+        f"NAME:SPLIT, not '{config.input.source}'.")
   student = models.build_model(
       config.student.name, config.student.num_classes, dtype=compute_dtype)
   loss_fn = losses.get_loss(config.distill.loss)
@@ -162,46 +83,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       config.get("total_steps"), config.get("total_epochs"), steps_per_epoch)
   tx, schedule = optim.make_optimizer(config.optim, total_steps)
 
-  num_devices = jax.device_count()
+  devices = parallel.data_parallel()
   batch_size = config.input.batch_size
-  if batch_size % num_devices:
-    raise ValueError(
-        f"input.batch_size={batch_size} is not divisible by the {num_devices} "
-        "devices; choose a multiple.")
-  if config.eval.batch_size % num_devices:
-    raise ValueError(
-        f"eval.batch_size={config.eval.batch_size} is not divisible by the "
-        f"{num_devices} devices.")
-  # Auto axes: XLA propagates shardings (e.g. through CutMix's batch roll).
-  mesh = jax.make_mesh((num_devices,), ("data",),
-                       axis_types=(jax.sharding.AxisType.Auto,))
-  replicated = jax.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  data_sharding = jax.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  devices.check_divisible("input.batch_size", batch_size)
+  devices.check_divisible("eval.batch_size", config.eval.batch_size)
 
   image_size = config.input.patch_size
   state = jax.jit(
       lambda rng: train_step_lib.create_train_state(
           rng, student, tx, (image_size, image_size, 3)),
-      out_shardings=replicated)(jax.random.PRNGKey(config.seed))
-  teacher_variables = jax.device_put(teacher.variables if teacher else {}, replicated)
+      out_shardings=devices.replicated)(jax.random.PRNGKey(config.seed))
+  target_variables = jax.device_put(target.variables, devices.replicated)
 
-  step_fn = train_step_lib.make_train_step(
-      student=student, teacher=teacher_model, tx=tx, loss_fn=loss_fn,
+  jit_step = devices.jit_train_step(train_step_lib.make_train_step(
+      student=student, target=target, tx=tx, loss_fn=loss_fn,
       loss_kwargs=dict(temperature=config.distill.temperature,
                        tau_squared=config.distill.tau_squared,
                        topk=config.distill.topk),
       mixing_mode=config.mixing.mode, mixing_alpha=config.mixing.alpha,
-      mean=mean, std=std, schedule=schedule)
-  jit_step = jax.jit(
-      step_fn,
-      in_shardings=(replicated, replicated, data_sharding),
-      out_shardings=(replicated, replicated),
-      donate_argnums=(0,))
-  predict = jax.jit(
-      train_step_lib.make_predict_fn(
-          student=student, teacher=teacher_model, mean=mean, std=std),
-      in_shardings=(replicated, replicated, data_sharding),
-      out_shardings=(data_sharding, data_sharding if teacher else None))
+      mixing_partner=config.mixing.partner, schedule=schedule))
+  predict = devices.jit_predict(
+      train_step_lib.make_predict_fn(student=student, target=target),
+      has_target_logits=target.predict is not None)
   check_finite = jax.jit(train_step_lib.all_finite)
 
   writer = metric_writers.create_writer(workdir, enabled=is_main_process)
@@ -220,23 +123,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     else:
       logging.info("No checkpoint in %s: starting at step 0.", checkpointer.directory)
 
-    def predict_global_batch(images: np.ndarray):
-      # Every host reads the whole eval batch and contributes its own rows.
-      rows = images.shape[0] // jax.process_count()
-      local = images[jax.process_index() * rows:(jax.process_index() + 1) * rows]
-      global_images = jax.make_array_from_process_local_data(data_sharding, local)
-      return predict(state, teacher_variables, global_images)
-
     def run_eval(step: int) -> dict[str, float]:
       eval_start = time.time()
-      result = evaluate(predict_global_batch, eval_set, config.eval.batch_size)
+      result = evaluate(
+          lambda images: predict(state, target_variables,
+                                 devices.global_eval_batch(images)),
+          eval_set, config.eval.batch_size)
       writer.write_scalars(step, result)
-      logging.info(
-          "eval @%d (%.1fs): student top-1 %.2f%% top-5 %.2f%%, teacher top-1 "
-          "%.2f%%, agreement %.2f%% on %d examples", step, time.time() - eval_start,
-          result["student_top1"], result["student_top5"],
-          result.get("teacher_top1", float("nan")), result.get("agreement", float("nan")),
-          result["eval_examples"])
+      cli.log_eval(step, time.time() - eval_start, result)
       return result
 
     def save(step: int, pending_losses: list[jax.Array]) -> None:
@@ -248,27 +142,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             "optim.lr, enable optim.grad_clip_norm, or check the teacher and input.")
       checkpointer.save(step, state, {"step": step, "config": config_label})
 
-    make_iterator = (train_data.make_labeled_train_iterator if supervised
-                     else train_data.make_train_iterator)
-    batches = make_iterator(
+    batches = train_data.make_train_iterator(
         config.input, seed=config.seed, start_step=start_step,
         process_index=jax.process_index(), process_count=jax.process_count())
-    if supervised:
-      batches = ({"image": images, "label": labels} for images, labels in batches)
-    device_batches = _prefetch_to_device(batches, data_sharding, size=2)
+    device_batches = device_feed.prefetch_to_device(batches, devices.data, size=2)
 
-    throttle = _Throttle(max_in_flight=2)
+    throttle = device_feed.Throttle(max_in_flight=2)
     window_metrics: list[dict[str, jax.Array]] = []
     unchecked_losses: list[jax.Array] = []
     last_save_time = time.time()
     train_start = window_start = time.time()
     timed_steps, timed_seconds = 0, 0.0
     step = start_step
-    logging.info("Training %s -> %s for %d steps (batch %d on %s).", teacher_name,
-                 config.student.name, total_steps, batch_size, _device_description())
+    logging.info("Training %s -> %s for %d steps (batch %d on %s).", target.name,
+                 config.student.name, total_steps, batch_size,
+                 parallel.device_description())
     while step < total_steps:
-      images = next(device_batches)
-      state, metrics = jit_step(state, teacher_variables, images)
+      state, metrics = jit_step(state, target_variables, next(device_batches))
       step += 1
       throttle.add(metrics["loss"])
       window_metrics.append(metrics)
@@ -298,7 +188,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             "step %d/%d loss %.4f lr %.3g agree %.1f%% %.1f img/s elapsed %s ETA %s",
             step, total_steps, mean_metrics["loss"], mean_metrics.get("lr", 0.0),
             mean_metrics["train_agreement"], mean_metrics["img_per_sec"],
-            _format_duration(now - train_start), _format_duration(eta))
+            workdir_lib.format_duration(now - train_start),
+            workdir_lib.format_duration(eta))
         window_metrics = []
         window_start = time.time()
 
@@ -316,8 +207,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
     train_seconds = time.time() - train_start
     checkpointer.wait()
-    if supervised and is_main_process:
-      exported = os.path.join(workdir, "teacher.msgpack")
+    if target.exports_student and is_main_process:
+      exported = os.path.join(workdir, workdir_lib.EXPORTED_TEACHER_FILE)
       teachers.save_flax_teacher(
           exported, {"params": state.params, "batch_stats": state.batch_stats})
       logging.info("Exported the trained model as a flax teacher: %s", exported)
@@ -335,10 +226,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   result.update(
       steps=int(step), steps_this_run=int(steps_this_run),
       images_per_sec=round(images_per_sec, 2), train_seconds=round(train_seconds, 1),
-      wall_seconds=round(time.time() - wall_start, 1), device=_device_description(),
-      config=config_label, teacher=teacher_name, student=config.student.name)
+      wall_seconds=round(time.time() - wall_start, 1), device=parallel.device_description(),
+      config=config_label, teacher=target.name, student=config.student.name)
   if is_main_process:
-    _write_json_atomic(os.path.join(workdir, "result.json"), result)
+    workdir_lib.write_json(os.path.join(workdir, workdir_lib.RESULT_FILE), result)
   return result
 
 
@@ -350,13 +241,6 @@ _WORKDIR = flags.DEFINE_string(
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False,
     "Call jax.distributed.initialize() (multi-host TPU/GPU: one process per host).")
-
-
-class _QuietLibraries(std_logging.Filter):
-  """Drops INFO chatter of orbax (a dozen lines per save) from our logs."""
-
-  def filter(self, record: std_logging.LogRecord) -> bool:
-    return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -377,21 +261,10 @@ def main(argv: list[str]) -> None:
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
   os.makedirs(_WORKDIR.value, exist_ok=True)
-  log_file = std_logging.FileHandler(os.path.join(_WORKDIR.value, "train.log"))
-  log_file.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-  logging.get_absl_logger().addHandler(log_file)
-  for handler in (log_file, logging.get_absl_handler()):
-    handler.addFilter(_QuietLibraries())
-  try:
-    result = train_and_evaluate(
-        _CONFIG.value, _WORKDIR.value,
-        config_label=flags.FLAGS["config"].config_filename)
-  except USER_ERRORS as e:
-    message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-    logging.error("%s: %s", type(e).__name__, message)
-    print(f"error: {type(e).__name__}: {message}", file=sys.stderr, flush=True)
-    sys.exit(1)
-  print("RESULT " + json.dumps(result, sort_keys=True), flush=True)
+  cli.setup_logging(os.path.join(_WORKDIR.value, workdir_lib.LOG_FILE))
+  cli.run_reporting_result(lambda: train_and_evaluate(
+      _CONFIG.value, _WORKDIR.value,
+      config_label=flags.FLAGS["config"].config_filename))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """The fused distillation step and the evaluation forward pass (pure, jittable).
 
 One compiled program per step does all per-batch math on device: uint8 ->
-float, CutMix/MixUp on the global batch, normalisation by the teacher's
-mean/std, the frozen teacher's forward pass (BatchNorm in inference mode), the
-student's forward/backward pass and the optimiser update. Teacher and student
-see the identical mixed image ("function matching", Beyer et al. 2022).
+float, CutMix/MixUp on the global batch, normalisation by the target's
+mean/std, the target's logits (the frozen teacher's forward pass, BatchNorm in
+inference mode, or one-hot labels; see `targets`), the student's
+forward/backward pass and the optimiser update. Teacher and student see the
+identical mixed image ("function matching", Beyer et al. 2022).
 """
 
 from typing import Any, Callable
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from big_vision_sid import mixing
+from big_vision_sid import targets
 
 PyTree = Any
 LossFn = Callable[..., jnp.ndarray]
@@ -65,41 +67,35 @@ def normalize(images: jnp.ndarray, mean, std) -> jnp.ndarray:
 def make_train_step(
     *,
     student: nn.Module,
-    teacher: nn.Module | None,
+    target: targets.Target,
     tx: optax.GradientTransformation,
     loss_fn: LossFn,
     loss_kwargs: dict[str, Any],
     mixing_mode: str,
     mixing_alpha: float,
-    mean: tuple[float, float, float],
-    std: tuple[float, float, float],
+    mixing_partner: str = "roll",
     schedule: optax.Schedule | None = None,
-) -> Callable[[TrainState, PyTree, jnp.ndarray], tuple[TrainState, dict[str, jnp.ndarray]]]:
-  """Returns `step(state, teacher_variables, batch) -> (state, metrics)`.
+) -> Callable[[TrainState, PyTree, dict[str, jnp.ndarray]],
+              tuple[TrainState, dict[str, jnp.ndarray]]]:
+  """Returns `step(state, target_variables, batch) -> (state, metrics)`.
 
-  With a teacher, `batch` is the uint8 image batch and the student matches
-  the teacher's logits. Without one (supervised teacher training), `batch` is
-  `{'image', 'label'}` and `loss_fn` gets one-hot labels in place of logits.
+  `batch` is the iterator's dict: `image` (uint8 or float) and whatever the
+  target reads (e.g. `label`). The student regresses to
+  `target.logits(target_variables, batch, x)` on the same mixed input `x`.
   """
 
-  def step(state: TrainState, teacher_variables: PyTree, batch):
+  def step(state: TrainState, target_variables: PyTree, batch: dict[str, jnp.ndarray]):
     step_rng = jax.random.fold_in(state.rng, state.step)
-    images = batch if teacher is not None else batch["image"]
-    x = to_unit_float(images)
-    x = mixing.mix_images(step_rng, x, mixing_mode, mixing_alpha)
-    x = normalize(x, mean, std)
-    if teacher is not None:
-      teacher_logits = teacher.apply(teacher_variables, x, train=False)
-      teacher_logits = jax.lax.stop_gradient(teacher_logits.astype(jnp.float32))
-    else:
-      num_classes = student.num_classes
-      teacher_logits = jax.nn.one_hot(batch["label"], num_classes, dtype=jnp.float32)
+    x = to_unit_float(batch["image"])
+    x = mixing.mix_images(step_rng, x, mixing_mode, mixing_alpha, mixing_partner)
+    x = normalize(x, target.mean, target.std)
+    target_logits = target.logits(target_variables, batch, x)
 
     def objective(params):
       logits, updates = student.apply(
           {"params": params, "batch_stats": state.batch_stats},
           x, train=True, mutable=["batch_stats"])
-      per_example = loss_fn(logits, teacher_logits, **loss_kwargs)
+      per_example = loss_fn(logits, target_logits, **loss_kwargs)
       return jnp.mean(per_example), (updates["batch_stats"], logits)
 
     (loss, (batch_stats, logits)), grads = jax.value_and_grad(
@@ -107,7 +103,7 @@ def make_train_step(
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     agreement = jnp.mean(
-        (jnp.argmax(logits, -1) == jnp.argmax(teacher_logits, -1)).astype(jnp.float32))
+        (jnp.argmax(logits, -1) == jnp.argmax(target_logits, -1)).astype(jnp.float32))
     metrics = {
         "loss": loss,
         "grad_norm": optax.global_norm(grads),
@@ -126,20 +122,21 @@ def make_train_step(
 def make_predict_fn(
     *,
     student: nn.Module,
-    teacher: nn.Module | None,
-    mean: tuple[float, float, float],
-    std: tuple[float, float, float],
+    target: targets.Target,
 ) -> Callable[[TrainState, PyTree, jnp.ndarray], tuple[jnp.ndarray, jnp.ndarray | None]]:
-  """Returns `predict(state, teacher_variables, images01) -> (student, teacher logits)`."""
+  """Returns `predict(state, target_variables, images) -> (student, target logits)`.
 
-  def predict(state: TrainState, teacher_variables: PyTree, images: jnp.ndarray):
-    x = normalize(to_unit_float(images), mean, std)
+  The target's logits are None when it has no network (`target.predict`).
+  """
+
+  def predict(state: TrainState, target_variables: PyTree, images: jnp.ndarray):
+    x = normalize(to_unit_float(images), target.mean, target.std)
     student_logits = student.apply(
         {"params": state.params, "batch_stats": state.batch_stats}, x, train=False)
-    teacher_logits = None
-    if teacher is not None:
-      teacher_logits = teacher.apply(teacher_variables, x, train=False)
-    return student_logits, teacher_logits
+    target_logits = None
+    if target.predict is not None:
+      target_logits = target.predict(target_variables, x)
+    return student_logits, target_logits
 
   return predict
 

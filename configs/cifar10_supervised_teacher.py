@@ -17,11 +17,11 @@ the teacher name follows). Expected: about 93% top-1 for ResNet-56 after 200
 epochs (the usual figure on the official PNG training set; the JPEG set may
 cost a little). UNMEASURED here: this is a multi-hour GPU run.
 
-`teacher.format = 'none'` means "no teacher: supervised". The trainer then
-skips teacher loading, feeds `train_data.make_labeled_train_iterator` batches
-(images, labels) to the step, applies `distill.loss = 'cross_entropy'` to the
-student logits and one-hot labels, normalises inputs with `teacher.mean` /
-`teacher.std`, and at the end exports the trained variables with
+`target = 'labels'` (big_vision_sid/targets.py) means "no teacher:
+supervised". The trainer then loads no teacher, the step regresses the
+student's logits to one-hot labels of the batches' `label` with
+`distill.loss = 'cross_entropy'`, inputs are normalised with `teacher.mean` /
+`teacher.std`, and at the end the trained variables are exported with
 `teachers.save_flax_teacher` to `<workdir>/teacher.msgpack`. Use that file as
 the teacher of a distillation run:
 
@@ -38,18 +38,18 @@ import ml_collections
 from configs import common
 
 CIFAR10_TRAIN_JPEG = "dataset:tar:$SID_SHARED_DIR/data/cifar10/train_jpeg.tar.gz"
-NO_TEACHER = "none"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = common.base_config()
   config.student = ml_collections.ConfigDict(dict(
       name="cifar_resnet56", num_classes=10))
-  # Not a network to load: it records that training is supervised and the
-  # input normalisation the exported teacher expects.
+  config.target = "labels"
+  # Not a network to load: it records the architecture and the input
+  # normalisation that the exported teacher expects.
   config.teacher = ml_collections.ConfigDict(dict(
       name=config.student.get_ref("name"),
-      format=NO_TEACHER,
+      format="flax",
       checkpoint="",
       mean=common.IMAGENET_MEAN,
       std=common.IMAGENET_STD,

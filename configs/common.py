@@ -46,10 +46,16 @@ def base_config() -> ml_collections.ConfigDict:
   config.total_epochs = config_dict.placeholder(float)
   config.log_every_steps = 50
   config.compute_dtype = "float32"
+  # What the student matches (big_vision_sid/targets.py): "teacher" (distil
+  # the frozen teacher's logits) or "labels" (supervised, labelled source).
+  config.target = "teacher"
 
   config.input = input_config.default_input_config()
 
-  config.mixing = ml_collections.ConfigDict(dict(mode="cutmix", alpha=1.0))
+  # partner: "roll" (the batch rolled by one), "reverse" (the paper's CIFAR
+  # code) or "permutation" (its ImageNet code); see big_vision_sid/mixing.py.
+  config.mixing = ml_collections.ConfigDict(dict(mode="cutmix", alpha=1.0,
+                                                 partner="roll"))
   config.distill = ml_collections.ConfigDict(dict(
       loss="kl", temperature=8.0,
       # The paper's code does not multiply the KL by tau^2 (big_vision's

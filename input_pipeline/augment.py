@@ -11,7 +11,7 @@ by (seed, sample position q) so resumed and sharded runs see the same pixels:
 
 Each is expressed as one affine per sample from output pixel (u, v, 1) to
 input pixel index (x, y), sampled bilinearly with zero fill by
-`tf_patches.augment_patches_tf` or `jax_patches.augment_patches_jax`.
+`Renderer.augment` (input_pipeline/image/renderer.py).
 numpy only (no TensorFlow).
 """
 

@@ -12,39 +12,42 @@ parallelism.
 A labelled dataset source (`dataset:folder:...`, `dataset:tar:...`,
 `dataset:tfds:...`, see dataset_source.py) is sampled the same way with N its
 size (num_patches is ignored): q shows example perm_e[q % N], augmented like a
-patch. `make_labeled_train_iterator` also yields the examples' labels, for
-supervised training.
+patch, and the batches also carry the examples' labels (`has_labels`).
 
-TensorFlow (backend 'tf') and jax (backend 'jax') are imported only when that
-backend is used.
+Every batch is a dict: 'image' uint8 [b, P, P, 3], plus 'label' int32 [b]
+for a labelled source. Patches are rendered and augmented by the renderer of
+`input.backend` (input_pipeline/image/renderer.py); TensorFlow (backend 'tf')
+and jax (backend 'jax') are imported only when that backend is used.
 """
 
 import functools
-import hashlib
-import itertools
-import json
 import os
-import tempfile
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
 from big_vision_sid import paths
+from big_vision_sid import workdir
 from input_pipeline import augment
 from input_pipeline import dataset_source
 from input_pipeline import patch_params
 from input_pipeline import sources
+from input_pipeline.image import renderer as renderer_lib
 
-BACKENDS = ("tf", "jax")
 _PERM_STREAM = 201
 # Bump when rendering changes, so that stale caches are not reused.
 _CACHE_FORMAT = 1
 _RENDER_CHUNK = 512
 
 
+def has_labels(input_cfg: Any) -> bool:
+  """Whether the batches carry 'label': the source is a labelled dataset."""
+  return dataset_source.is_dataset_source(input_cfg.source)
+
+
 def patches_per_epoch(input_cfg: Any) -> int | None:
   """N of the fixed dataset, or None for an endless stream."""
-  if dataset_source.is_dataset_source(input_cfg.source):
+  if has_labels(input_cfg):
     return len(_labeled_dataset(input_cfg))
   if input_cfg.num_patches < 0:
     raise ValueError(f"num_patches must be >= 0, got {input_cfg.num_patches}.")
@@ -91,22 +94,6 @@ def _load_checked_image(input_cfg: Any) -> np.ndarray:
   return image
 
 
-def _numpy_renderer(input_cfg: Any, image: np.ndarray
-                    ) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
-  """params -> uint8 numpy patches with the configured backend."""
-  if input_cfg.backend == "jax":
-    from input_pipeline import jax_patches  # pylint: disable=g-import-not-at-top
-    render = jax_patches.make_jax_patch_fn(image, input_cfg,
-                                           input_cfg.patch_size)
-    return lambda params: np.asarray(render(params))
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from input_pipeline import tf_patches  # pylint: disable=g-import-not-at-top
-  pyramid = tf_patches.to_tf_pyramid(
-      patch_params.build_pyramid(image, input_cfg.patch_size))
-  render = tf.function(functools.partial(tf_patches.render_patches_tf, pyramid))
-  return lambda params: render(patch_params.render_params(params)).numpy()
-
-
 def load_patches(input_cfg: Any, seed: int, indices: np.ndarray) -> np.ndarray:
   """Patches `indices` of the chain (no distillation augmentation).
 
@@ -118,21 +105,20 @@ def load_patches(input_cfg: Any, seed: int, indices: np.ndarray) -> np.ndarray:
   Returns:
     uint8 [B, P, P, 3].
   """
-  _check_backend(input_cfg)
   indices = np.asarray(indices, np.int64).reshape(-1)
   size = input_cfg.patch_size
   if sources.is_noise_input(input_cfg.source):
     return sources.noise_patches(input_cfg.source, seed, indices, size)
-  if dataset_source.is_dataset_source(input_cfg.source):
+  if has_labels(input_cfg):
     return _labeled_dataset(input_cfg).images[indices]
   image = _load_checked_image(input_cfg)
-  render = _numpy_renderer(input_cfg, image)
+  renderer = renderer_lib.make_renderer(input_cfg.backend, image, size)
   out = np.empty((len(indices), size, size, 3), np.uint8)
   for start in range(0, len(indices), _RENDER_CHUNK):
     chunk = indices[start:start + _RENDER_CHUNK]
     params = patch_params.sample_patch_params(image.shape[:2], size, seed,
                                               chunk, input_cfg)
-    out[start:start + len(chunk)] = render(params)
+    out[start:start + len(chunk)] = renderer.render_numpy(params)
   return out
 
 
@@ -140,7 +126,8 @@ def _cache_key(input_cfg: Any, seed: int) -> str:
   source = input_cfg.source
   fields = {
       "format": _CACHE_FORMAT, "source": source, "seed": seed,
-      "num_patches": input_cfg.num_patches,
+      # The backends' renders differ by float rounding.
+      "backend": input_cfg.backend, "num_patches": input_cfg.num_patches,
       "patch_size": input_cfg.patch_size, "initcrop": input_cfg.initcrop,
       "rrc_scale": list(input_cfg.rrc_scale),
       "rrc_ratio": list(input_cfg.rrc_ratio), "degrees": input_cfg.degrees,
@@ -149,10 +136,8 @@ def _cache_key(input_cfg: Any, seed: int) -> str:
   }
   path = paths.expand(source)
   if os.path.isfile(path):  # A changed file must not hit an old cache.
-    stat = os.stat(path)
-    fields["file"] = [os.path.abspath(path), stat.st_size, stat.st_mtime_ns]
-  blob = json.dumps(fields, sort_keys=True, default=str).encode()
-  return hashlib.sha256(blob).hexdigest()[:24]
+    fields["file"] = workdir.file_identity(path)
+  return workdir.cache_key(fields)
 
 
 def cached_patches(input_cfg: Any, seed: int) -> np.ndarray:
@@ -171,25 +156,14 @@ def cached_patches(input_cfg: Any, seed: int) -> np.ndarray:
   cache_dir = paths.expand(input_cfg.cache_dir)
   path = os.path.join(cache_dir, f"patches_{_cache_key(input_cfg, seed)}.npy")
   if not os.path.exists(path):
-    patches = load_patches(input_cfg, seed, np.arange(num))
-    os.makedirs(cache_dir, exist_ok=True)
-    # Write next to the target, then rename: readers never see a partial file.
-    with tempfile.NamedTemporaryFile(dir=cache_dir, suffix=".npy.tmp",
-                                     delete=False) as f:
-      np.save(f, patches)
-    os.replace(f.name, path)
+    # Atomic: concurrent readers never see a partial file.
+    workdir.save_npy(path, load_patches(input_cfg, seed, np.arange(num)))
   patches = np.load(path, mmap_mode="r")
   expected = (num, input_cfg.patch_size, input_cfg.patch_size, 3)
   if patches.shape != expected or patches.dtype != np.uint8:
     raise ValueError(f"Patch cache {path} holds {patches.dtype}{patches.shape},"
                      f" expected uint8{expected}; delete it to rebuild.")
   return patches
-
-
-def _check_backend(input_cfg: Any) -> None:
-  if input_cfg.backend not in BACKENDS:
-    raise ValueError(
-        f"Unknown input backend '{input_cfg.backend}'; known: {BACKENDS}.")
 
 
 class _StepInputs:
@@ -202,9 +176,6 @@ class _StepInputs:
       raise ValueError(
           f"batch_size {batch} must split evenly over process_count "
           f"{process_count} (process_index {process_index}).")
-    if input_cfg.train_augment not in augment.AUGMENTATIONS:
-      raise ValueError(f"Unknown train_augment '{input_cfg.train_augment}'; "
-                       f"known: {augment.AUGMENTATIONS}.")
     self.cfg = input_cfg
     self.seed = seed
     self.per_host = batch // process_count
@@ -213,19 +184,15 @@ class _StepInputs:
     # Ready patches indexed like the dataset: a patch cache or real images.
     self.cache = None
     self.labels = None
+    # The source image to render from; None when the patches are ready.
     self.image = None
-    if dataset_source.is_dataset_source(input_cfg.source):
+    if has_labels(input_cfg):
       dataset = _labeled_dataset(input_cfg)
       self.cache, self.labels = dataset.images, dataset.labels
     elif not self.noise and input_cfg.cache_dir and input_cfg.num_patches:
       self.cache = cached_patches(input_cfg, seed)
     elif not self.noise:
       self.image = _load_checked_image(input_cfg)
-
-  @property
-  def renders(self) -> bool:
-    """Whether the inputs are render params (else ready 'patches')."""
-    return self.image is not None
 
   def __call__(self, step: int) -> dict[str, np.ndarray]:
     cfg = self.cfg
@@ -249,13 +216,13 @@ class _StepInputs:
     if affine is not None:
       inputs["augment_affine"] = affine
     if self.labels is not None:
-      inputs["labels"] = self.labels[indices]
+      inputs["label"] = self.labels[indices]
     return inputs
 
 
 def make_train_iterator(input_cfg: Any, *, seed: int, start_step: int = 0,
                         process_index: int = 0, process_count: int = 1
-                        ) -> Iterator[Any]:
+                        ) -> Iterator[dict[str, Any]]:
   """Batches of this host for steps start_step, start_step + 1, ...
 
   Args:
@@ -266,111 +233,13 @@ def make_train_iterator(input_cfg: Any, *, seed: int, start_step: int = 0,
     process_count: number of hosts; batch_size is the global batch.
 
   Returns:
-    An endless iterator of uint8 [batch_size // process_count, P, P, 3]:
-    numpy arrays for backend 'tf', jax arrays for backend 'jax'.
+    An endless iterator of dicts with b = batch_size // process_count:
+    'image' uint8 [b, P, P, 3] (numpy for backend 'tf', a jax array for
+    'jax') and, when `has_labels(input_cfg)`, 'label' int32 [b] (numpy).
   """
-  return _make_iterator(input_cfg, seed, start_step, process_index,
-                        process_count, with_labels=False)
-
-
-def make_labeled_train_iterator(
-    input_cfg: Any, *, seed: int, start_step: int = 0, process_index: int = 0,
-    process_count: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-  """(images, labels) of this host for steps start_step, ... (supervised).
-
-  The images are exactly those `make_train_iterator` yields for the same
-  arguments.
-
-  Args:
-    input_cfg: the input config; `source` must be a `dataset:` source.
-    seed: data seed (epoch order and augmentation).
-    start_step: first step to produce (to resume a run).
-    process_index: this host's index h.
-    process_count: number of hosts; batch_size is the global batch.
-
-  Returns:
-    An endless iterator of (uint8 [b, P, P, 3], int32 [b]) with
-    b = batch_size // process_count; the images are jax arrays for backend
-    'jax'.
-
-  Raises:
-    ValueError: the source is a single image or noise, which has no labels.
-  """
-  if not dataset_source.is_dataset_source(input_cfg.source):
-    raise ValueError(
-        "Supervised training needs a labelled dataset: source=dataset:"
-        "folder:ROOT, dataset:tar:PATH.tar.gz[:PREFIX] or dataset:tfds:NAME:"
-        f"SPLIT, not input.source='{input_cfg.source}'.")
-  return _make_iterator(input_cfg, seed, start_step, process_index,
-                        process_count, with_labels=True)
-
-
-def _make_iterator(input_cfg, seed, start_step, process_index, process_count,
-                   with_labels):
-  _check_backend(input_cfg)
   step_inputs = _StepInputs(input_cfg, seed, process_index, process_count)
-  steps = itertools.count(start_step)
-  if input_cfg.backend == "jax":
-    return _jax_batches(input_cfg, step_inputs, steps, with_labels)
-  return _tf_batches(input_cfg, step_inputs, start_step, with_labels)
-
-
-def _jax_batches(input_cfg, step_inputs, steps, with_labels):
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from input_pipeline import jax_patches  # pylint: disable=g-import-not-at-top
-  render = None
-  if step_inputs.renders:
-    render = jax_patches.make_jax_patch_fn(step_inputs.image, input_cfg,
-                                           input_cfg.patch_size)
-  for step in steps:
-    inputs = step_inputs(step)
-    patches = render(inputs) if render else jnp.asarray(inputs["patches"])
-    if "augment_affine" in inputs:
-      patches = jax_patches.augment_patches_jax(
-          patches, jnp.asarray(inputs["augment_affine"]))
-    yield (patches, inputs["labels"]) if with_labels else patches
-
-
-def _tf_batches(input_cfg, step_inputs, start_step, with_labels):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from input_pipeline import tf_patches  # pylint: disable=g-import-not-at-top
-  example = step_inputs(start_step)
-  keys = sorted(example)
-
-  def inputs_of_step(step):
-    inputs = step_inputs(int(step))
-    return [inputs[k] for k in keys]
-
-  def load(step):
-    # A numpy_function over step numbers rather than Dataset.from_generator:
-    # a generator dataset's finaliser can abort the interpreter at exit.
-    values = tf.numpy_function(
-        inputs_of_step, [step], [tf.as_dtype(example[k].dtype) for k in keys],
-        stateful=False)
-    for key, value in zip(keys, values):
-      value.set_shape(example[key].shape)
-    return dict(zip(keys, values))
-
-  pyramid = None
-  if step_inputs.renders:
-    pyramid = tf_patches.to_tf_pyramid(
-        patch_params.build_pyramid(step_inputs.image, input_cfg.patch_size))
-
-  def render_and_augment(inputs):
-    if pyramid is not None:
-      patches = tf_patches.render_patches_tf(pyramid, inputs)
-    else:
-      patches = inputs["patches"]
-    if "augment_affine" in inputs:
-      patches = tf_patches.augment_patches_tf(patches,
-                                              inputs["augment_affine"])
-    return (patches, inputs["labels"]) if with_labels else patches
-
-  parallel = input_cfg.num_parallel_calls
-  num_parallel_calls = tf.data.AUTOTUNE if parallel == -1 else parallel
-  dataset = tf.data.Dataset.range(start_step, 2**62)
-  dataset = dataset.map(load, deterministic=True, num_parallel_calls=num_parallel_calls)
-  dataset = dataset.map(render_and_augment, deterministic=True,
-                        num_parallel_calls=num_parallel_calls)
-  dataset = dataset.prefetch(input_cfg.prefetch)
-  return dataset.as_numpy_iterator()
+  renderer = renderer_lib.make_renderer(input_cfg.backend, step_inputs.image,
+                                        input_cfg.patch_size)
+  return renderer.batches(step_inputs, start_step,
+                          num_parallel_calls=input_cfg.num_parallel_calls,
+                          prefetch=input_cfg.prefetch)

@@ -138,7 +138,7 @@ def test_base_config_is_the_cpu_demo_and_bad_axes_raise():
 
 def test_supervised_teacher_recipe():
   config = cifar10_supervised_teacher.get_config()
-  assert config.teacher.format == "none"
+  assert config.target == "labels"
   assert config.distill.loss == "cross_entropy"
   assert config.distill.loss in losses.LOSSES.names()
   assert config.mixing.mode == "none"
@@ -174,8 +174,9 @@ def test_supervised_input_config_feeds_the_labelled_iterator(tmp_path):
   config.input.source = f"dataset:folder:{tmp_path}"
   config.input.batch_size = 8
   assert train_data.patches_per_epoch(config.input) == 8
-  iterator = train_data.make_labeled_train_iterator(config.input, seed=0)
+  iterator = train_data.make_train_iterator(config.input, seed=0)
   batches = list(itertools.islice(iterator, 2))
-  for images, labels in batches:
+  for batch in batches:
+    images, labels = batch["image"], batch["label"]
     assert images.shape == (8, 32, 32, 3) and images.dtype == np.uint8
     assert sorted(labels) == [0] * 4 + [1] * 4  # One epoch per step.

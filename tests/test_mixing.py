@@ -124,5 +124,48 @@ def test_errors():
     mixing.mix_images(jax.random.key(0), _images(), "cutmixx", 1.0)
   with pytest.raises(ValueError, match="alpha > 0"):
     mixing.mix_images(jax.random.key(0), _images(), "mixup", 0.0)
-  with pytest.raises(ValueError, match=r"\[B, H, W, C\].*\(12, 16, 3\)"):
-    mixing.mix_images(jax.random.key(0), _images()[0], "cutmix", 1.0)
+  with pytest.raises(ValueError, match=r"\[B, H, W, ...\].*\(12, 16\)"):
+    mixing.mix_images(jax.random.key(0), _images()[0, :, :, 0], "cutmix", 1.0)
+  with pytest.raises(KeyError, match="Unknown mixing partner 'shuffle'"):
+    mixing.mix_images(jax.random.key(0), _images(), "cutmix", 1.0, "shuffle")
+
+
+@pytest.mark.parametrize("partner", ["roll", "reverse", "permutation"])
+def test_partners_pair_each_example_with_another_of_the_batch(partner):
+  # Rows are constant images 0..B-1: MixUp with lam = 0 would show the
+  # partner; recover each row's partner from a CutMix box instead.
+  batch = 6
+  images = jnp.broadcast_to(
+      jnp.arange(batch, dtype=jnp.float32)[:, None, None, None], (batch, 8, 8, 1))
+  key = jax.random.key(3)
+  out = np.asarray(mixing.mix_images(key, images, "mixup", 1.0, partner))
+  lam = float(jax.random.beta(key, 1.0, 1.0))
+  partners = (out[:, 0, 0, 0] - lam * np.arange(batch)) / (1 - lam)
+  partners = np.round(partners).astype(int)
+  expected = {"roll": np.roll(np.arange(batch), 1),
+              "reverse": np.arange(batch)[::-1]}.get(partner)
+  if expected is not None:
+    np.testing.assert_array_equal(partners, expected)
+  else:  # A permutation: every example is somebody's partner exactly once.
+    assert sorted(partners) == list(range(batch))
+    again = np.asarray(mixing.mix_images(key, images, "mixup", 1.0, partner))
+    np.testing.assert_array_equal(out, again)
+
+
+def test_cutmix_on_inputs_without_a_channel_axis_and_with_two():
+  # Spectrograms [B, T, F] and clips [B, H, W, T, C]: the box spans axes 1, 2.
+  key = jax.random.key(5)
+  spectrograms = jnp.broadcast_to(
+      jnp.arange(4, dtype=jnp.float32)[:, None, None], (4, 16, 12))
+  out = np.asarray(mixing.mix_images(key, spectrograms, "cutmix", 1.0))
+  box = mixing.sample_cutmix_box(key, 16, 12, 1.0)
+  inside = np.asarray(mixing.box_mask(box, 16, 12))
+  assert 0 < inside.sum() < inside.size  # A box that shows both sides.
+  np.testing.assert_array_equal(out[:, inside], np.roll(np.arange(4), 1)[:, None]
+                                * np.ones((1, inside.sum())))
+  np.testing.assert_array_equal(out[:, ~inside], np.arange(4)[:, None]
+                                * np.ones((1, (~inside).sum())))
+  clips = jnp.broadcast_to(spectrograms[..., None, None], (4, 16, 12, 3, 2))
+  np.testing.assert_array_equal(
+      np.asarray(mixing.mix_images(key, clips, "cutmix", 1.0)),
+      np.broadcast_to(out[..., None, None], (4, 16, 12, 3, 2)))

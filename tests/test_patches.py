@@ -1,4 +1,4 @@
-"""Tests of the patch chain: parameters, tf/jax renderers and faithfulness.
+"""Tests of the patch chain: parameters, the tf/jax renderer and faithfulness.
 
 The statistical test compares against an independent PIL re-implementation of
 the paper's torchvision chain written here (python `random` + PIL).
@@ -16,11 +16,11 @@ import tensorflow as tf
 
 from big_vision_sid import paths
 from input_pipeline import config
-from input_pipeline import jax_patches
 from input_pipeline import patch_params
 from input_pipeline import sources
-from input_pipeline import tf_patches
 from input_pipeline import train_data
+from input_pipeline.image import ops
+from input_pipeline.image import renderer
 
 
 def _cfg(**overrides):
@@ -32,10 +32,8 @@ def _cfg(**overrides):
 def _render_tf(image, cfg, indices, seed=0):
   params = patch_params.sample_patch_params(
       image.shape[:2], cfg.patch_size, seed, np.asarray(indices), cfg)
-  pyramid = patch_params.build_pyramid(image, cfg.patch_size)
-  out = tf_patches.render_patches_tf(pyramid,
-                                     patch_params.render_params(params))
-  return out.numpy(), params
+  out = renderer.make_renderer("tf", image, cfg.patch_size).render_numpy(params)
+  return out, params
 
 
 @pytest.fixture(scope="module")
@@ -134,12 +132,15 @@ def test_vflip_render_is_flipped_crop():
     np.testing.assert_array_equal(patch, expected)
 
 
-def test_hue_shift_matches_colorsys():
+@pytest.mark.parametrize("backend_ops", [ops.TF_OPS, ops.JAX_OPS],
+                         ids=["tf", "jax"])
+def test_hue_shift_matches_colorsys(backend_ops):
   rng = np.random.default_rng(2)
   pixels = rng.uniform(size=(2, 8, 8, 3)).astype(np.float32)
   shifts = np.array([0.07, -0.1], np.float32)
-  got = tf_patches._adjust_hue(tf.constant(pixels),
-                               tf.constant(shifts)[:, None, None, None]).numpy()
+  got = np.asarray(renderer._adjust_hue(
+      backend_ops, backend_ops.asarray(pixels),
+      backend_ops.asarray(shifts)[:, None, None, None]))
   for b in range(2):
     for rgb, out in zip(pixels[b].reshape(-1, 3), got[b].reshape(-1, 3)):
       h, s, v = colorsys.rgb_to_hsv(*rgb)
@@ -193,12 +194,43 @@ def test_downscaled_checkerboard_is_grey(tmp_path):
 # ---------------------------------------------------------------- tf vs jax
 
 
+def test_both_backends_come_from_the_factory_and_unknown_ones_raise():
+  image = np.random.default_rng(6).integers(0, 256, (45, 45, 3), np.uint8)
+  assert list(renderer.BACKENDS.names()) == ["jax", "tf"]
+  cfg = _identity_cfg()
+  params = patch_params.sample_patch_params(image.shape[:2], 32, 0,
+                                            np.arange(2), cfg)
+  for backend in ("tf", "jax"):
+    render = renderer.make_renderer(backend, image, 32)
+    assert isinstance(render, renderer.Renderer)
+    np.testing.assert_array_equal(render.render_numpy(params)[0],
+                                  image[6:38, 6:38])
+    with pytest.raises(ValueError, match="without a source image"):
+      renderer.make_renderer(backend, None, 32)(
+          patch_params.render_params(params))
+  with pytest.raises(ValueError,
+                     match=r"Unknown input backend 'torch'; known: jax, tf\."):
+    renderer.make_renderer("torch", image, 32)
+
+
+@pytest.mark.parametrize("backend", ["tf", "jax"])
+def test_make_batch_passes_ready_patches_and_labels(backend):
+  patches = np.random.default_rng(7).integers(0, 256, (4, 32, 32, 3),
+                                              np.uint8)
+  labels = np.array([3, 1, 4, 1], np.int32)
+  batch = renderer.make_renderer(backend, None, 32).make_batch(
+      {"patches": patches, "label": labels})
+  assert sorted(batch) == ["image", "label"]
+  np.testing.assert_array_equal(np.asarray(batch["image"]), patches)
+  np.testing.assert_array_equal(batch["label"], labels)
+
+
 def test_jax_renderer_matches_tf(photo):
   cfg = _cfg()
   indices = np.arange(96)
   tf_out, params = _render_tf(photo, cfg, indices, seed=3)
-  render = jax_patches.make_jax_patch_fn(photo, cfg, cfg.patch_size)
-  jax_out = np.asarray(render(params))
+  jax_out = renderer.make_renderer("jax", photo,
+                                   cfg.patch_size).render_numpy(params)
   assert jax_out.shape == tf_out.shape and jax_out.dtype == np.uint8
   diff = np.abs(jax_out.astype(float) - tf_out)
   assert diff.mean() < 1.0, diff.mean()  # < 1/255 in [0, 1] units.
@@ -209,11 +241,12 @@ def test_jax_augment_matches_tf():
   from input_pipeline import augment  # pylint: disable=g-import-not-at-top
   patches = np.random.default_rng(4).integers(0, 256, (16, 32, 32, 3),
                                               np.uint8)
+  via_tf = renderer.make_renderer("tf", None, 32)
+  via_jax = renderer.make_renderer("jax", None, 32)
   for kind in ("flip_crop", "rrc_flip"):
     affine = augment.sample_augment_affine(kind, 0, np.arange(16), 32)
-    tf_out = tf_patches.augment_patches_tf(tf.constant(patches),
-                                           tf.constant(affine)).numpy()
-    jax_out = np.asarray(jax_patches.augment_patches_jax(patches, affine))
+    tf_out = via_tf.augment(tf.constant(patches), tf.constant(affine)).numpy()
+    jax_out = np.asarray(via_jax.augment(patches, affine))
     assert np.abs(tf_out.astype(int) - jax_out).max() <= 1, kind
 
 
@@ -222,8 +255,8 @@ def test_flip_crop_is_shifted_flipped_copy():
   patches = np.random.default_rng(5).integers(1, 256, (32, 32, 32, 3),
                                               np.uint8)
   affine = augment.sample_augment_affine("flip_crop", 0, np.arange(32), 32)
-  out = tf_patches.augment_patches_tf(tf.constant(patches),
-                                      tf.constant(affine)).numpy()
+  out = renderer.make_renderer("tf", None, 32).augment(
+      tf.constant(patches), tf.constant(affine)).numpy()
   padded = np.pad(patches, ((0, 0), (4, 4), (4, 4), (0, 0)))
   flips = affine[:, 0, 0] < 0
   assert 0 < flips.sum() < 32

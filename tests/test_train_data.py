@@ -2,10 +2,13 @@
 
 import itertools
 
+import jax
 import numpy as np
+from PIL import Image
 import pytest
 
 from input_pipeline import config
+from input_pipeline import dataset_source
 from input_pipeline import train_data
 
 
@@ -19,9 +22,12 @@ def _cfg(**overrides):
 
 
 def _batches(cfg, num, **kwargs):
+  """The images of `num` batches (which must have no labels)."""
   iterator = train_data.make_train_iterator(cfg, seed=kwargs.pop("seed", 0),
                                             **kwargs)
-  return [np.asarray(b) for b in itertools.islice(iterator, num)]
+  batches = list(itertools.islice(iterator, num))
+  assert all(sorted(b) == ["image"] for b in batches)
+  return [np.asarray(b["image"]) for b in batches]
 
 
 def test_patches_per_epoch():
@@ -94,10 +100,15 @@ def test_host_shards_concatenate_to_global_batch(num_patches):
 def test_jax_backend_matches_tf_backend():
   cfg = _cfg()
   via_tf = _batches(cfg, 2)
+  assert isinstance(next(train_data.make_train_iterator(cfg, seed=0))["image"],
+                    np.ndarray)
   cfg.backend = "jax"
   via_jax = _batches(cfg, 2)
   for a, b in zip(via_tf, via_jax):
     assert np.abs(a.astype(float) - b).mean() < 1.0
+  # Rendered on the device and left there.
+  assert isinstance(next(train_data.make_train_iterator(cfg, seed=0))["image"],
+                    jax.Array)
 
 
 def test_noise_input_stream():
@@ -121,6 +132,10 @@ def test_cache_is_reused(tmp_path):
   # A different seed is a different dataset, hence a different file.
   _batches(cfg, 1, seed=5)
   assert len(list(tmp_path.glob("patches_*.npy"))) == 2
+  # So is the other backend's render (equal only to float rounding).
+  cfg.backend = "jax"
+  _batches(cfg, 1)
+  assert len(list(tmp_path.glob("patches_*.npy"))) == 3
 
 
 def test_bad_configs_raise():
@@ -132,3 +147,27 @@ def test_bad_configs_raise():
     _batches(_cfg(backend="torch"), 1)
   with pytest.raises(FileNotFoundError, match="missing.png"):
     _batches(_cfg(source="/nonexistent/missing.png"), 1)
+
+
+@pytest.mark.parametrize("backend", ["tf", "jax"])
+def test_labelled_source_batches_carry_the_permuted_labels(tmp_path, backend):
+  rng = np.random.default_rng(0)
+  for class_name in ("ant", "bee", "cat"):
+    (tmp_path / class_name).mkdir()
+    for i in range(4):
+      Image.fromarray(rng.integers(0, 256, (32, 32, 3), np.uint8)).save(
+          tmp_path / class_name / f"{i}.png")
+  cfg = _cfg(source=f"dataset:folder:{tmp_path}", batch_size=8,
+             backend=backend, train_augment="none")
+  assert train_data.has_labels(cfg) and not train_data.has_labels(_cfg())
+  dataset = dataset_source.load_dataset(cfg.source, 32)
+  batches = list(itertools.islice(
+      train_data.make_train_iterator(cfg, seed=0, start_step=1), 2))
+  indices = train_data.patch_indices(cfg, 0, np.arange(8, 24))
+  assert not np.array_equal(indices, np.arange(8, 24) % 12)  # Permuted.
+  for batch, rows in zip(batches, (indices[:8], indices[8:])):
+    assert sorted(batch) == ["image", "label"]
+    assert batch["label"].dtype == np.int32 and batch["label"].shape == (8,)
+    np.testing.assert_array_equal(batch["label"], dataset.labels[rows])
+    np.testing.assert_array_equal(np.asarray(batch["image"]),
+                                  dataset.images[rows])
