@@ -2,7 +2,8 @@
 
 Orbax writes each step into a temporary directory and renames it when the
 save is complete, so a run killed mid-save leaves the previous checkpoint
-intact and the next start restores from it.
+intact and the next start restores from it. Opened `read_only`, a
+checkpointer only lists and restores (e.g. to evaluate a run while it trains).
 """
 
 import glob
@@ -13,22 +14,48 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from big_vision_sid import workdir as workdir_lib
+
 
 class Checkpointer:
   """Saves and restores `{'state': pytree, 'meta': json}` under `workdir/checkpoints`."""
 
-  def __init__(self, workdir: str, *, keep: int, async_save: bool):
-    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    _remove_unfinished_saves(directory)
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep,
-        create=True,
-        enable_async_checkpointing=async_save,
-        # Done synchronously above: orbax's background cleanup thread can
-        # outlive a run that fails fast and crash the interpreter at exit.
-        cleanup_tmp_directories=False,
-    )
+  def __init__(self, workdir: str, *, keep: int | None = None,
+               async_save: bool = False, read_only: bool = False):
+    """Opens (and, unless `read_only`, creates) the checkpoint directory.
+
+    Args:
+      workdir: the run's directory.
+      keep: how many of the latest checkpoints saving keeps (None: all).
+      async_save: save in a background thread.
+      read_only: only list and restore checkpoints: nothing in the workdir is
+        created, cleaned up or deleted, so a running trainer's unfinished
+        saves are left alone (and not listed).
+
+    Raises:
+      FileNotFoundError: `read_only` and the directory does not exist.
+    """
+    directory = os.path.join(os.path.abspath(workdir), workdir_lib.CHECKPOINT_DIR)
+    if read_only:
+      if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            f"Workdir {workdir} has no checkpoint: {directory} does not exist.")
+      options = ocp.CheckpointManagerOptions(
+          read_only=True, create=False, max_to_keep=None,
+          save_interval_steps=0, enable_async_checkpointing=False,
+          cleanup_tmp_directories=False)
+    else:
+      _remove_unfinished_saves(directory)
+      options = ocp.CheckpointManagerOptions(
+          max_to_keep=keep,
+          create=True,
+          enable_async_checkpointing=async_save,
+          # Done synchronously above: orbax's background cleanup thread can
+          # outlive a run that fails fast and crash the interpreter at exit.
+          cleanup_tmp_directories=False,
+      )
     self.directory = directory
+    self.read_only = read_only
     self._manager = ocp.CheckpointManager(directory, options=options)
 
   def latest_step(self) -> int | None:
@@ -38,6 +65,9 @@ class Checkpointer:
     return list(self._manager.all_steps())
 
   def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
+    if self.read_only:
+      # Orbax would skip the save silently.
+      raise RuntimeError(f"{self.directory} was opened read-only; not saving.")
     self._manager.save(
         step,
         args=ocp.args.Composite(

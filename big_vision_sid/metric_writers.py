@@ -15,6 +15,8 @@ from typing import Any, Mapping, Protocol
 from absl import logging
 import numpy as np
 
+from big_vision_sid import workdir as workdir_lib
+
 
 class ScalarWriter(Protocol):
 
@@ -97,7 +99,7 @@ def _tensorboard_writer(logdir: str) -> ScalarWriter | None:
   except ImportError:
     logging.warning(
         "Neither TensorFlow+clu nor tensorboard is installed: no TensorBoard "
-        "summaries, only %s/metrics.jsonl.", logdir)
+        "summaries, only %s/%s.", logdir, workdir_lib.METRICS_FILE)
     return None
 
 
@@ -125,7 +127,8 @@ def create_writer(workdir: str, *, enabled: bool = True) -> MultiWriter:
   if not enabled:
     return MultiWriter([])
   os.makedirs(workdir, exist_ok=True)
-  writers: list[ScalarWriter] = [JsonlWriter(os.path.join(workdir, "metrics.jsonl"))]
+  writers: list[ScalarWriter] = [JsonlWriter(
+      os.path.join(workdir, workdir_lib.METRICS_FILE))]
   tensorboard = _tensorboard_writer(workdir)
   if tensorboard is not None:
     writers.append(tensorboard)

@@ -19,7 +19,6 @@ Writes into `--out`:
 import dataclasses
 import glob
 import json
-import math
 import os
 import pathlib
 import re
@@ -27,9 +26,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 from matplotlib.figure import Figure
 
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
-RESULT_FILE = "result.json"
+from big_vision_sid import workdir as workdir_lib
+
 _MISSING = "-"
 _UNSET = "<unset>"
 # Marks evaluation lines of metrics.jsonl (training lines have "loss").
@@ -65,16 +63,6 @@ class Run:
   def last_step(self) -> int | None:
     steps = [line["step"] for line in self.train + self.evals]
     return max(steps) if steps else None
-
-
-def _read_json(path: pathlib.Path) -> dict[str, Any]:
-  try:
-    value = json.loads(path.read_text())
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path} is not valid JSON: {e}") from None
-  if not isinstance(value, dict):
-    raise ValueError(f"{path} holds a {type(value).__name__}, not an object.")
-  return value
 
 
 def _read_metrics(path: pathlib.Path) -> tuple[list[dict[str, Any]],
@@ -114,20 +102,21 @@ def load_run(workdir: str | os.PathLike[str]) -> Run:
       file is malformed (the error names the file and line).
   """
   workdir = pathlib.Path(workdir)
-  config_path = workdir / CONFIG_FILE
-  metrics_path = workdir / METRICS_FILE
+  config_path = workdir / workdir_lib.CONFIG_FILE
+  metrics_path = workdir / workdir_lib.METRICS_FILE
   if not config_path.exists() and not metrics_path.exists():
     raise ValueError(
-        f"{workdir} is no run workdir: it has no {CONFIG_FILE} or "
-        f"{METRICS_FILE}.")
-  result_path = workdir / RESULT_FILE
+        f"{workdir} is no run workdir: it has no {workdir_lib.CONFIG_FILE} "
+        f"or {workdir_lib.METRICS_FILE}.")
+  result_path = workdir / workdir_lib.RESULT_FILE
   train, evals = _read_metrics(metrics_path)
   return Run(
       workdir=workdir,
-      config=_read_json(config_path) if config_path.exists() else {},
+      config=workdir_lib.read_json(config_path) if config_path.exists() else {},
       train=train,
       evals=evals,
-      result=_read_json(result_path) if result_path.exists() else None)
+      result=(workdir_lib.read_json(result_path) if result_path.exists()
+              else None))
 
 
 def find_workdirs(patterns: Iterable[str]) -> list[pathlib.Path]:
@@ -136,7 +125,8 @@ def find_workdirs(patterns: Iterable[str]) -> list[pathlib.Path]:
   for pattern in patterns:
     for match in glob.glob(os.path.expanduser(pattern)):
       path = pathlib.Path(match)
-      if (path / CONFIG_FILE).exists() or (path / METRICS_FILE).exists():
+      if ((path / workdir_lib.CONFIG_FILE).exists()
+          or (path / workdir_lib.METRICS_FILE).exists()):
         found.add(path)
   return sorted(found)
 
@@ -233,16 +223,7 @@ def _percent(value: float | None) -> str:
   return _MISSING if value is None else f"{value:.2f}"
 
 
-def format_duration(seconds: float | None) -> str:
-  """42 -> '42s', 185 -> '3m05s', 3725 -> '1h02m'."""
-  if seconds is None or not math.isfinite(seconds):
-    return _MISSING
-  seconds = round(seconds)
-  if seconds < 60:
-    return f"{seconds}s"
-  if seconds < 3600:
-    return f"{seconds // 60}m{seconds % 60:02d}s"
-  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+format_duration = workdir_lib.format_duration
 
 
 def _cell(text: Any) -> str:
@@ -368,8 +349,9 @@ def write_report(runs: Sequence[Run], out_dir: str | os.PathLike[str]
       *(f"![{name}]({name})\n" for name in plots),
   ]
   report_path = out_dir / "report.md"
-  report_path.write_text("\n".join(markdown))
-  (out_dir / "report.json").write_text(
+  workdir_lib.write_text(report_path, "\n".join(markdown))
+  workdir_lib.write_text(
+      out_dir / "report.json",
       json.dumps({"varying_keys": keys, "rows": rows}, indent=2) + "\n")
   return report_path
 
@@ -390,7 +372,8 @@ def _define_flags() -> Callable[[Sequence[str]], None]:
     workdirs = find_workdirs(values.workdirs)
     if not workdirs:
       raise app.UsageError(
-          f"No run workdirs (with {CONFIG_FILE} or {METRICS_FILE}) match "
+          f"No run workdirs (with {workdir_lib.CONFIG_FILE} or "
+          f"{workdir_lib.METRICS_FILE}) match "
           f"{values.workdirs}.")
     report = write_report([load_run(w) for w in workdirs], values.out)
     print(f"Wrote {report} ({len(workdirs)} runs).")

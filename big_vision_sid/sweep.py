@@ -2,7 +2,7 @@ r"""Runs a grid of trainer runs, one workdir per cell, skipping finished ones.
 
 Example (three losses on two source images, 50 steps each):
 
-  python -m big_vision_sid.sweep --config=configs/cifar10_sid.py \
+  python -m big_vision_sid.sweep --config=configs/cifar10_r56_r20.py:cpu_demo \
     --workdir_root=workdirs/loss_ablation \
     --sweep='distill.loss=[kl,l1,hard]' \
     --sweep='input.source=[$SID_SHARED_DIR/images/city.jpg,skimage:astronaut]' \
@@ -40,8 +40,9 @@ import subprocess
 import sys
 from typing import Any, Callable, Iterable, Mapping, Sequence, TextIO
 
-RESULT_FILE = "result.json"
-LOG_FILE = "stdout.log"
+from big_vision_sid import workdir as workdir_lib
+
+# Written into --workdir_root (not a run workdir): the cells and their workdirs.
 SWEEP_FILE = "sweep.json"
 
 # Cell names longer than this are cut and made unique with a hash suffix.
@@ -357,7 +358,7 @@ def write_sweep_file(cells: Sequence[Cell], config: str,
       } for cell in cells],
   }
   path = workdir_root / SWEEP_FILE
-  path.write_text(json.dumps(description, indent=2) + "\n")
+  workdir_lib.write_text(path, json.dumps(description, indent=2) + "\n")
   return path
 
 
@@ -421,8 +422,8 @@ def run_sweep(
   for index, cell in enumerate(cells, start=1):
     workdir = root / cell.name
     header = f"[sweep {index}/{len(cells)}] {cell.name}"
-    if (workdir / RESULT_FILE).exists():
-      console.write(f"{header}: skipped, {RESULT_FILE} exists.\n")
+    if (workdir / workdir_lib.RESULT_FILE).exists():
+      console.write(f"{header}: skipped, {workdir_lib.RESULT_FILE} exists.\n")
       outcomes.append(CellOutcome(cell, workdir, "skipped"))
       continue
     console.write(f"{header}: running in {workdir}\n")
@@ -430,13 +431,14 @@ def run_sweep(
     workdir.mkdir(parents=True, exist_ok=True)
     command = build_command(trainer_module, config, workdir, cell.overrides,
                             python)
-    returncode = _run_streaming(command, workdir / LOG_FILE, child_env, console)
+    returncode = _run_streaming(command, workdir / workdir_lib.STDOUT_LOG_FILE,
+                                child_env, console)
     if returncode != 0:
       outcome = CellOutcome(cell, workdir, "failed", returncode,
                             f"exit status {returncode}")
-    elif not (workdir / RESULT_FILE).exists():
+    elif not (workdir / workdir_lib.RESULT_FILE).exists():
       outcome = CellOutcome(cell, workdir, "failed", returncode,
-                            f"exited 0 but wrote no {RESULT_FILE}")
+                            f"exited 0 but wrote no {workdir_lib.RESULT_FILE}")
     else:
       outcome = CellOutcome(cell, workdir, "finished", returncode)
     console.write(f"{header}: {outcome.status}"
@@ -458,7 +460,7 @@ def summarise(outcomes: Iterable[CellOutcome], console: TextIO) -> bool:
     console.write("Failed cells:\n")
     for outcome in failed:
       console.write(f"  {outcome.cell.name}: {outcome.message} "
-                    f"(log: {outcome.workdir / LOG_FILE})\n")
+                    f"(log: {outcome.workdir / workdir_lib.STDOUT_LOG_FILE})\n")
   return not failed
 
 

@@ -9,7 +9,7 @@ import dataclasses
 import importlib.util
 import os
 import pathlib
-import tempfile
+import shutil
 import urllib.request
 from typing import Any, Callable
 
@@ -26,6 +26,7 @@ import numpy as np
 from big_vision_sid import models
 from big_vision_sid import paths
 from big_vision_sid import torch_checkpoint
+from big_vision_sid import workdir as workdir_lib
 from big_vision_sid.registry import Registry
 
 # Formats that are not torch state dicts and so have no converter.
@@ -211,14 +212,8 @@ def _download(url: str) -> str:
   if target.is_file():
     return str(target)
   logging.info("Downloading teacher checkpoint %s to %s", url, target)
-  fd, partial_path = tempfile.mkstemp(dir=directory, suffix=".partial")
-  os.close(fd)
-  try:
-    urllib.request.urlretrieve(url, partial_path)
-    os.replace(partial_path, target)
-  finally:
-    if os.path.exists(partial_path):
-      os.remove(partial_path)
+  with urllib.request.urlopen(url) as response:
+    workdir_lib.atomic_write(target, lambda f: shutil.copyfileobj(response, f))
   return str(target)
 
 
@@ -259,21 +254,13 @@ def save_flax_teacher(path: str, variables: Any) -> None:
     path: destination file; its directory is created if needed.
     variables: {'params': ..., 'batch_stats': ...} of arrays.
   """
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
   data = serialization.msgpack_serialize(
       jax.tree.map(np.asarray, flax.core.unfreeze(variables)))
-  fd, temp_path = tempfile.mkstemp(dir=directory, suffix=".partial")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.replace(temp_path, path)
-  finally:
-    if os.path.exists(temp_path):
-      os.remove(temp_path)
+  workdir_lib.atomic_write(path, lambda f: f.write(data))
 
 
-def load_teacher(config: ml_collections.ConfigDict) -> Teacher:
+def load_teacher(config: ml_collections.ConfigDict,
+                 dtype: Any = jnp.float32) -> Teacher:
   """Builds the teacher model and loads its pretrained variables.
 
   Args:
@@ -282,6 +269,7 @@ def load_teacher(config: ml_collections.ConfigDict) -> Teacher:
       `CONVERTERS` name, "flax" or "random"), `mean`, `std` (normalisation
       of [0, 1] RGB inputs), `num_classes`, `image_size` and optionally `url`
       (downloaded to ~/.cache/big_vision_sid/ when `checkpoint` is missing).
+    dtype: compute dtype of the returned model (its variables stay float32).
 
   Returns:
     The teacher with float32 variables.
@@ -295,7 +283,7 @@ def load_teacher(config: ml_collections.ConfigDict) -> Teacher:
   if fmt not in known_formats:
     raise ValueError(
         f"Unknown teacher checkpoint format '{fmt}'. Known: {known_formats}.")
-  model = models.build_model(config.name, config.num_classes)
+  model = models.build_model(config.name, config.num_classes, dtype=dtype)
   dummy = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
   if fmt == RANDOM_FORMAT:
     logging.warning(
