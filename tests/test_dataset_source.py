@@ -11,6 +11,7 @@ import pytest
 from big_vision_sid import paths
 from input_pipeline import config
 from input_pipeline import dataset_source
+from input_pipeline import labeled_data
 from input_pipeline import train_data
 
 # Created in this (non-alphabetical) order; labels must follow sorted names.
@@ -99,9 +100,10 @@ def test_tar_cache_is_written_once_and_reused(tmp_path, monkeypatch):
   assert len(files) == 1 and files[0].name.startswith("dataset_images_")
   assert files[0].suffix == ".npz"
 
-  def no_decoding(*args):
+  def no_decoding(*args, **kwargs):
     raise AssertionError(f"decoded again instead of reading the cache: {args}")
-  monkeypatch.setattr(dataset_source, "_decode_tar", no_decoding)
+  # The archive is not even opened on a cache hit.
+  monkeypatch.setattr(labeled_data, "_read_tar", no_decoding)
   second = dataset_source.load_dataset(spec, 32, cache_dir=str(cache))
   np.testing.assert_array_equal(second.images, first.images)
   np.testing.assert_array_equal(second.labels, first.labels)
@@ -152,7 +154,14 @@ def test_bad_sources_raise(tmp_path):
 
 def test_unprepared_tfds_dataset_says_how_to_get_it(tmp_path, monkeypatch):
   pytest.importorskip("tensorflow_datasets")
+  requests = pytest.importorskip("requests")
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+
+  def unreachable(*args, **kwargs):
+    raise requests.exceptions.ConnectionError("Network is unreachable")
+
+  # Training prepares (downloads) like eval; offline it says how to get it.
+  monkeypatch.setattr(requests.Session, "request", unreachable)
   with pytest.raises(FileNotFoundError, match="tfds build cifar10"):
     dataset_source.load_dataset("dataset:tfds:cifar10:train", 32)
 
@@ -183,9 +192,9 @@ def _cfg(root, **overrides):
 
 
 def _labeled(cfg, num, **kwargs):
-  iterator = train_data.make_labeled_train_iterator(
+  iterator = train_data.make_train_iterator(
       cfg, seed=kwargs.pop("seed", 0), **kwargs)
-  return [tuple(np.asarray(a) for a in batch)
+  return [(np.asarray(batch["image"]), np.asarray(batch["label"]))
           for batch in itertools.islice(iterator, num)]
 
 
@@ -211,7 +220,7 @@ def test_epoch_shows_every_example_once_with_its_label(tree):
   np.testing.assert_array_equal(labels, dataset.labels[indices])
   # The unlabelled iterator shows the same images.
   unlabeled = train_data.make_train_iterator(cfg, seed=0)
-  np.testing.assert_array_equal(next(unlabeled), batches[0][0])
+  np.testing.assert_array_equal(next(unlabeled)["image"], batches[0][0])
 
 
 def test_flip_crop_is_a_flipped_shifted_copy(tree):
@@ -259,9 +268,9 @@ def test_tar_source_iterates_via_the_cache(tmp_path):
   assert len(list((tmp_path / "cache").glob("dataset_*.npz"))) == 1
 
 
-def test_labeled_iterator_rejects_single_image_sources():
+def test_single_image_sources_have_no_labels(tree):
   cfg = config.default_input_config()
   cfg.source = "skimage:astronaut"
-  with pytest.raises(ValueError, match="needs a labelled dataset: "
-                     "source=dataset:"):
-    train_data.make_labeled_train_iterator(cfg, seed=0)
+  # The trainer refuses a target that needs labels up front on this.
+  assert not train_data.has_labels(cfg)
+  assert train_data.has_labels(_cfg(tree))

@@ -3,6 +3,7 @@
 import csv
 import subprocess
 import sys
+import tarfile
 
 import numpy as np
 import pytest
@@ -97,6 +98,28 @@ def test_folder_decodes_jpeg_and_grayscale(tmp_path):
   (batch,) = _collect(eval_set, 2)
   assert batch["image"].shape == (2, 10, 10, 3)
   np.testing.assert_allclose(batch["image"][0], 128 / 255, atol=2 / 255)
+
+
+def test_tar_matches_folder_and_is_cached(tmp_path):
+  rng = np.random.default_rng(4)
+  for class_name in ("b", "a"):
+    (tmp_path / "tree" / class_name).mkdir(parents=True)
+    for i in range(3):
+      Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(
+          tmp_path / "tree" / class_name / f"{i}.png")
+  with tarfile.open(tmp_path / "set.tar", "w") as archive:
+    archive.add(tmp_path / "tree", arcname="root")
+  cache = tmp_path / "cache"
+  from_folder = _collect(eval_data.load_eval_set(
+      f"folder:{tmp_path}/tree", image_size=16), 4)
+  for _ in range(2):  # Decoded once, then read from the cache.
+    eval_set = eval_data.load_eval_set(f"tar:{tmp_path}/set.tar",
+                                       image_size=16, cache_dir=str(cache))
+    assert eval_set.class_names == ["a", "b"] and eval_set.num_examples == 6
+    for tar_batch, folder_batch in zip(_collect(eval_set, 4), from_folder):
+      for key in ("image", "label", "mask"):
+        np.testing.assert_array_equal(tar_batch[key], folder_batch[key])
+  assert len(list(cache.glob("dataset_set_*.npz"))) == 1
 
 
 def _reference_resize_crop(pixels, image_size, resize_size):
