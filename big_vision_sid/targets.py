@@ -15,12 +15,14 @@ A new kind of target (e.g. self-distillation into a compressed clone) is a new
 """
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
+from big_vision_sid import features as features_lib
 from big_vision_sid import teachers
 from big_vision_sid.registry import Registry
 
@@ -44,6 +46,8 @@ class Target:
     logits: `(variables, batch, x) -> float32 [B, C]`, traced in the step.
     predict: `(variables, x) -> logits` on evaluation images, or None when the
       target has no network to evaluate.
+    features: `(variables, x) -> (logits, penultimate features)` of the
+      target's network (teacher-guided patch selection), or None.
     needs_labels: the batches must carry "label".
     exports_student: at the end, the trained student is written as a flax
       teacher (`workdir.EXPORTED_TEACHER_FILE`).
@@ -55,6 +59,7 @@ class Target:
   variables: PyTree
   logits: Callable[[PyTree, dict[str, jax.Array], jax.Array], jax.Array]
   predict: Callable[[PyTree, jax.Array], jax.Array] | None
+  features: Callable[[PyTree, jax.Array], tuple[jax.Array, jax.Array]] | None = None
   needs_labels: bool = False
   exports_student: bool = False
 
@@ -82,7 +87,8 @@ def from_teacher(teacher: teachers.Teacher) -> Target:
   return Target(
       name=teacher.name, num_classes=teacher.num_classes, mean=teacher.mean,
       std=teacher.std, variables=teacher.variables, logits=logits,
-      predict=predict)
+      predict=predict,
+      features=functools.partial(features_lib.logits_and_features, teacher.model))
 
 
 @TARGETS.register("teacher")

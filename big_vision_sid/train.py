@@ -30,12 +30,14 @@ from big_vision_sid import models
 from big_vision_sid import optim
 from big_vision_sid import parallel
 from big_vision_sid import perf
+from big_vision_sid import pool_scoring
 from big_vision_sid import targets
 from big_vision_sid import teachers
 from big_vision_sid import train_step as train_step_lib
 from big_vision_sid import workdir as workdir_lib
 from input_pipeline import device_feed
 from input_pipeline import eval_data
+from input_pipeline import selection
 from input_pipeline import train_data
 
 
@@ -107,6 +109,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       has_target_logits=target.predict is not None)
   check_finite = jax.jit(train_step_lib.all_finite)
 
+  pool_weights, selection_seconds = None, 0.0
+  if selection.is_enabled(config.input):
+    pool_weights, selection_seconds = pool_scoring.pool_weights(
+        config, target, workdir)
+    logging.info("Patch selection '%s': %d pool patches%s.", config.input.selection,
+                 len(pool_weights), f", scored in {selection_seconds:.1f}s"
+                 if selection_seconds else " (scores from the workdir cache)")
+
   writer = metric_writers.create_writer(workdir, enabled=is_main_process)
   checkpointer = checkpointing.Checkpointer(
       workdir, keep=config.checkpoint.keep,
@@ -144,7 +154,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
     batches = train_data.make_train_iterator(
         config.input, seed=config.seed, start_step=start_step,
-        process_index=jax.process_index(), process_count=jax.process_count())
+        process_index=jax.process_index(), process_count=jax.process_count(),
+        pool_weights=pool_weights)
     device_batches = device_feed.prefetch_to_device(batches, devices.data, size=2)
 
     throttle = device_feed.Throttle(max_in_flight=2)
@@ -226,6 +237,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   result.update(
       steps=int(step), steps_this_run=int(steps_this_run),
       images_per_sec=round(images_per_sec, 2), train_seconds=round(train_seconds, 1),
+      selection_seconds=round(selection_seconds, 1),
       wall_seconds=round(time.time() - wall_start, 1), device=parallel.device_description(),
       config=config_label, teacher=target.name, student=config.student.name)
   if is_main_process:

@@ -50,6 +50,17 @@ def default_input_config() -> ml_collections.ConfigDict:
   # Area fraction range of 'rrc_flip'.
   cfg.rrc_flip_scale = (0.08, 1.0)
 
+  # --- Teacher-guided patch selection (input_pipeline/selection.py). ---
+  # 'none' | 'class_balanced' | 'entropy' | 'kmeans'. A pool of candidate
+  # patches (the fixed set if num_patches > 0, else the first selection_pool
+  # patches) is scored once by the teacher; samples are drawn by weight.
+  cfg.selection = "none"
+  cfg.selection_pool = 20_000
+  # k of 'kmeans' over the teacher's penultimate features.
+  cfg.selection_clusters = 100
+  # Softmax temperature of the teacher entropy of 'entropy'.
+  cfg.selection_temperature = 1.0
+
   # --- tf.data performance. ---
   # Parallel batch renders; -1 = tf.data.AUTOTUNE. Output order is fixed.
   cfg.num_parallel_calls = -1

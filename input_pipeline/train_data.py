@@ -4,7 +4,9 @@ Sample j of global step s sits at position q = s * B + j. With a fixed dataset
 of N patches (num_patches = N > 0), position q shows patch perm_e[q % N] of
 epoch e = q // N, perm_e a stateless permutation of (seed, e); with an endless
 stream (N = 0) it shows the fresh patch q. The distillation augmentation is
-keyed by q. Hence a run resumed at `start_step` sees exactly the batches of an
+keyed by q. With teacher-guided selection (`input.selection`, selection.py)
+position q shows instead the pool patch drawn for q from the selector's
+weights. Hence a run resumed at `start_step` sees exactly the batches of an
 uninterrupted run, and host h of `process_count` gets rows [h b, (h + 1) b) of
 every global batch (b = B / process_count), whatever the batching or
 parallelism.
@@ -22,7 +24,7 @@ and jax (backend 'jax') are imported only when that backend is used.
 
 import functools
 import os
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -31,6 +33,7 @@ from big_vision_sid import workdir
 from input_pipeline import augment
 from input_pipeline import dataset_source
 from input_pipeline import patch_params
+from input_pipeline import selection
 from input_pipeline import sources
 from input_pipeline.image import renderer as renderer_lib
 
@@ -72,10 +75,23 @@ def _epoch_permutation(seed: int, epoch: int, num: int) -> np.ndarray:
   return np.argsort(keys, kind="stable")
 
 
-def patch_indices(input_cfg: Any, seed: int,
-                  positions: np.ndarray) -> np.ndarray:
-  """Patch index shown at each global sample position q."""
+def patch_indices(input_cfg: Any, seed: int, positions: np.ndarray,
+                  pool_weights: np.ndarray | None = None) -> np.ndarray:
+  """Patch index shown at each global sample position q.
+
+  Args:
+    input_cfg: the input config.
+    seed: data seed.
+    positions: int array of global sample positions.
+    pool_weights: sampling weights over the selection pool
+      (`selection.pool_weights`); None without teacher-guided selection.
+
+  Returns:
+    int64 patch (or dataset example) indices, one per position.
+  """
   positions = np.asarray(positions, np.int64)
+  if pool_weights is not None:
+    return selection.sample_pool_indices(pool_weights, seed, positions)
   num = patches_per_epoch(input_cfg)
   if num is None:
     return positions
@@ -94,6 +110,36 @@ def _load_checked_image(input_cfg: Any) -> np.ndarray:
   return image
 
 
+def patch_loader(input_cfg: Any, seed: int
+                 ) -> Callable[[np.ndarray], np.ndarray]:
+  """`load(indices) -> uint8 [B, P, P, 3]`: patches of the chain, unaugmented.
+
+  The source image and the renderer are set up once, so a caller can load a
+  large pool chunk by chunk.
+  """
+  size = input_cfg.patch_size
+  if sources.is_noise_input(input_cfg.source):
+    return lambda indices: sources.noise_patches(
+        input_cfg.source, seed, np.asarray(indices, np.int64).reshape(-1), size)
+  if has_labels(input_cfg):
+    images = _labeled_dataset(input_cfg).images
+    return lambda indices: images[np.asarray(indices, np.int64).reshape(-1)]
+  image = _load_checked_image(input_cfg)
+  renderer = renderer_lib.make_renderer(input_cfg.backend, image, size)
+
+  def load(indices):
+    indices = np.asarray(indices, np.int64).reshape(-1)
+    out = np.empty((len(indices), size, size, 3), np.uint8)
+    for start in range(0, len(indices), _RENDER_CHUNK):
+      chunk = indices[start:start + _RENDER_CHUNK]
+      params = patch_params.sample_patch_params(image.shape[:2], size, seed,
+                                                chunk, input_cfg)
+      out[start:start + len(chunk)] = renderer.render_numpy(params)
+    return out
+
+  return load
+
+
 def load_patches(input_cfg: Any, seed: int, indices: np.ndarray) -> np.ndarray:
   """Patches `indices` of the chain (no distillation augmentation).
 
@@ -105,27 +151,14 @@ def load_patches(input_cfg: Any, seed: int, indices: np.ndarray) -> np.ndarray:
   Returns:
     uint8 [B, P, P, 3].
   """
-  indices = np.asarray(indices, np.int64).reshape(-1)
-  size = input_cfg.patch_size
-  if sources.is_noise_input(input_cfg.source):
-    return sources.noise_patches(input_cfg.source, seed, indices, size)
-  if has_labels(input_cfg):
-    return _labeled_dataset(input_cfg).images[indices]
-  image = _load_checked_image(input_cfg)
-  renderer = renderer_lib.make_renderer(input_cfg.backend, image, size)
-  out = np.empty((len(indices), size, size, 3), np.uint8)
-  for start in range(0, len(indices), _RENDER_CHUNK):
-    chunk = indices[start:start + _RENDER_CHUNK]
-    params = patch_params.sample_patch_params(image.shape[:2], size, seed,
-                                              chunk, input_cfg)
-    out[start:start + len(chunk)] = renderer.render_numpy(params)
-  return out
+  return patch_loader(input_cfg, seed)(indices)
 
 
-def _cache_key(input_cfg: Any, seed: int) -> str:
+def patch_set_fields(input_cfg: Any, seed: int) -> dict[str, Any]:
+  """Every field that changes which pixels patch i of the chain has."""
   source = input_cfg.source
   fields = {
-      "format": _CACHE_FORMAT, "source": source, "seed": seed,
+      "source": source, "seed": seed,
       # The backends' renders differ by float rounding.
       "backend": input_cfg.backend, "num_patches": input_cfg.num_patches,
       "patch_size": input_cfg.patch_size, "initcrop": input_cfg.initcrop,
@@ -137,7 +170,12 @@ def _cache_key(input_cfg: Any, seed: int) -> str:
   path = paths.expand(source)
   if os.path.isfile(path):  # A changed file must not hit an old cache.
     fields["file"] = workdir.file_identity(path)
-  return workdir.cache_key(fields)
+  return fields
+
+
+def _cache_key(input_cfg: Any, seed: int) -> str:
+  return workdir.cache_key({"format": _CACHE_FORMAT,
+                            **patch_set_fields(input_cfg, seed)})
 
 
 def cached_patches(input_cfg: Any, seed: int) -> np.ndarray:
@@ -170,7 +208,7 @@ class _StepInputs:
   """numpy inputs of one host's slice of a step: what to render + augment."""
 
   def __init__(self, input_cfg: Any, seed: int, process_index: int,
-               process_count: int):
+               process_count: int, pool_weights: np.ndarray | None):
     batch = input_cfg.batch_size
     if batch % process_count or not 0 <= process_index < process_count:
       raise ValueError(
@@ -178,6 +216,7 @@ class _StepInputs:
           f"{process_count} (process_index {process_index}).")
     self.cfg = input_cfg
     self.seed = seed
+    self.pool_weights = pool_weights
     self.per_host = batch // process_count
     self.first_row = process_index * self.per_host
     self.noise = sources.is_noise_input(input_cfg.source)
@@ -198,7 +237,7 @@ class _StepInputs:
     cfg = self.cfg
     start = step * cfg.batch_size + self.first_row
     positions = np.arange(start, start + self.per_host, dtype=np.int64)
-    indices = patch_indices(cfg, self.seed, positions)
+    indices = patch_indices(cfg, self.seed, positions, self.pool_weights)
     if self.noise:
       inputs = {"patches": sources.noise_patches(
           cfg.source, self.seed, indices, cfg.patch_size)}
@@ -221,7 +260,8 @@ class _StepInputs:
 
 
 def make_train_iterator(input_cfg: Any, *, seed: int, start_step: int = 0,
-                        process_index: int = 0, process_count: int = 1
+                        process_index: int = 0, process_count: int = 1,
+                        pool_weights: np.ndarray | None = None
                         ) -> Iterator[dict[str, Any]]:
   """Batches of this host for steps start_step, start_step + 1, ...
 
@@ -231,13 +271,17 @@ def make_train_iterator(input_cfg: Any, *, seed: int, start_step: int = 0,
     start_step: first step to produce (to resume a run).
     process_index: this host's index h.
     process_count: number of hosts; batch_size is the global batch.
+    pool_weights: with teacher-guided selection, the sampling weights over
+      the pool (`selection.pool_weights`): position q shows the pool patch
+      drawn for q instead of patch q (or the epoch permutation's).
 
   Returns:
     An endless iterator of dicts with b = batch_size // process_count:
     'image' uint8 [b, P, P, 3] (numpy for backend 'tf', a jax array for
     'jax') and, when `has_labels(input_cfg)`, 'label' int32 [b] (numpy).
   """
-  step_inputs = _StepInputs(input_cfg, seed, process_index, process_count)
+  step_inputs = _StepInputs(input_cfg, seed, process_index, process_count,
+                            pool_weights)
   renderer = renderer_lib.make_renderer(input_cfg.backend, step_inputs.image,
                                         input_cfg.patch_size)
   return renderer.batches(step_inputs, start_step,
