@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from big_vision_sid.registry import Registry
-from input_pipeline import patch_params
+from input_pipeline import randomness
 
 _SAMPLE_STREAM = 211
 _KMEANS_STREAM = 212
@@ -101,7 +101,7 @@ def sample_pool_indices(weights: np.ndarray, seed: int,
                         positions: np.ndarray) -> np.ndarray:
   """Pool index shown at each global sample position (with replacement)."""
   cdf = np.cumsum(weights)
-  u = patch_params.hash_uniform(seed, np.asarray(positions, np.int64),
+  u = randomness.hash_uniform(seed, np.asarray(positions, np.int64),
                                 _SAMPLE_STREAM) * cdf[-1]
   return np.minimum(np.searchsorted(cdf, u, side="right"), len(cdf) - 1)
 
@@ -153,11 +153,11 @@ def kmeans(features: np.ndarray, num_clusters: int, seed: int,
     raise ValueError(f"k-means needs 0 < clusters <= {num} points, got "
                      f"{num_clusters}.")
   squared_norms = np.sum(x * x, axis=1)
-  centres = [x[int(patch_params.hash_uniform(seed, 0, _KMEANS_STREAM) * num)]]
+  centres = [x[int(randomness.hash_uniform(seed, 0, _KMEANS_STREAM) * num)]]
   nearest = np.sum((x - centres[0]) ** 2, axis=1)
   for k in range(1, num_clusters):
     cdf = np.cumsum(nearest)
-    u = patch_params.hash_uniform(seed, k, _KMEANS_STREAM) * cdf[-1]
+    u = randomness.hash_uniform(seed, k, _KMEANS_STREAM) * cdf[-1]
     centre = x[min(int(np.searchsorted(cdf, u, side="right")), num - 1)]
     centres.append(centre)
     nearest = np.minimum(nearest, np.sum((x - centre) ** 2, axis=1))

@@ -30,12 +30,13 @@ import numpy as np
 
 from big_vision_sid import paths
 from big_vision_sid import workdir
-from input_pipeline import augment
 from input_pipeline import dataset_source
-from input_pipeline import patch_params
+from input_pipeline import randomness
 from input_pipeline import selection
-from input_pipeline import sources
+from input_pipeline.image import augment
+from input_pipeline.image import patch_params
 from input_pipeline.image import renderer as renderer_lib
+from input_pipeline.image import sources
 
 _PERM_STREAM = 201
 # Bump when rendering changes, so that stale caches are not reused.
@@ -71,7 +72,7 @@ def _labeled_dataset(input_cfg: Any) -> dataset_source.LabeledDataset:
 
 @functools.lru_cache(maxsize=4)
 def _epoch_permutation(seed: int, epoch: int, num: int) -> np.ndarray:
-  keys = patch_params.hash_uniform(seed, np.arange(num), _PERM_STREAM, epoch)
+  keys = randomness.hash_uniform(seed, np.arange(num), _PERM_STREAM, epoch)
   return np.argsort(keys, kind="stable")
 
 

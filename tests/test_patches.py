@@ -15,9 +15,10 @@ import pytest
 import tensorflow as tf
 
 from big_vision_sid import paths
+from input_pipeline import randomness
 from input_pipeline import config
-from input_pipeline import patch_params
-from input_pipeline import sources
+from input_pipeline.image import patch_params
+from input_pipeline.image import sources
 from input_pipeline import train_data
 from input_pipeline.image import ops
 from input_pipeline.image import renderer
@@ -86,11 +87,11 @@ def test_params_ranges_and_zoom():
 
 
 def test_hash_uniform_is_uniform_and_decorrelated():
-  u = patch_params.hash_uniform(0, np.arange(100_000), 3)
+  u = randomness.hash_uniform(0, np.arange(100_000), 3)
   assert abs(u.mean() - 0.5) < 0.005 and abs(u.var() - 1 / 12) < 0.002
   counts = np.histogram(u, bins=10, range=(0, 1))[0]
   assert counts.min() > 9_500 and counts.max() < 10_500
-  v = patch_params.hash_uniform(0, np.arange(100_000), 4)
+  v = randomness.hash_uniform(0, np.arange(100_000), 4)
   assert abs(np.corrcoef(u, v)[0, 1]) < 0.02
   assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 0.02
 
@@ -238,7 +239,7 @@ def test_jax_renderer_matches_tf(photo):
 
 
 def test_jax_augment_matches_tf():
-  from input_pipeline import augment  # pylint: disable=g-import-not-at-top
+  from input_pipeline.image import augment  # pylint: disable=g-import-not-at-top
   patches = np.random.default_rng(4).integers(0, 256, (16, 32, 32, 3),
                                               np.uint8)
   via_tf = renderer.make_renderer("tf", None, 32)
@@ -251,7 +252,7 @@ def test_jax_augment_matches_tf():
 
 
 def test_flip_crop_is_shifted_flipped_copy():
-  from input_pipeline import augment  # pylint: disable=g-import-not-at-top
+  from input_pipeline.image import augment  # pylint: disable=g-import-not-at-top
   patches = np.random.default_rng(5).integers(1, 256, (32, 32, 32, 3),
                                               np.uint8)
   affine = augment.sample_augment_affine("flip_crop", 0, np.arange(32), 32)

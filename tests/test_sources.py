@@ -1,10 +1,10 @@
-"""Tests of input_pipeline.sources: decoding, conversions and clear errors."""
+"""Tests of input_pipeline.image.sources: decoding, conversions and clear errors."""
 
 import numpy as np
 from PIL import Image
 import pytest
 
-from input_pipeline import sources
+from input_pipeline.image import sources
 
 
 def _gradient(height=40, width=60):

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from big_vision_sid.registry import Registry
-from input_pipeline import patch_params
+from input_pipeline.image import patch_params
 from input_pipeline.image import ops as array_ops
 
 BACKENDS = Registry("input backend")

@@ -28,7 +28,8 @@ from PIL import ImageOps
 from PIL import UnidentifiedImageError
 
 from big_vision_sid import paths
-from input_pipeline import patch_params
+from input_pipeline import randomness
+from input_pipeline.image import patch_params
 
 NOISE_INPUTS = ("noise:uniform", "noise:normal")
 _NOISE_IMAGE_RE = re.compile(r"^noise:uniform_image(?::(\d+)x(\d+))?$")
@@ -100,7 +101,7 @@ def noise_patches(spec: str, seed: int, indices: np.ndarray,
   indices = np.asarray(indices, np.int64)
   counters = np.arange(patch_size * patch_size * 3, dtype=np.uint64)
   def draw(stream):
-    return patch_params.hash_uniform(seed, indices[:, None], stream,
+    return randomness.hash_uniform(seed, indices[:, None], stream,
                                      counters[None, :])
   values = draw(_NOISE_STREAM_A)
   if spec == "noise:normal":

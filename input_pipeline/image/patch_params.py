@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from input_pipeline.randomness import hash_uniform
+
 # Stream ids of the hash, one per random quantity.
 _CROP_X, _CROP_Y = 1, 2
 _RRC_AREA, _RRC_RATIO, _RRC_X, _RRC_Y = 3, 4, 5, 6
@@ -36,43 +38,6 @@ JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
 # The params the renderers read; the others are for inspection and tests.
 RENDER_KEYS = ("src_affine", "rrc_affine", "rrc_size", "zoom", "jitter_apply",
                "jitter_factors", "jitter_order")
-
-_GOLDEN = 0x9E3779B97F4A7C15
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-  """splitmix64 finaliser: a bijective avalanche on uint64."""
-  x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-  x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-  return x ^ (x >> np.uint64(31))
-
-
-def _as_u64(value) -> np.ndarray:
-  value = np.asarray(value)
-  if value.dtype == np.uint64:
-    return value
-  return (value.astype(np.int64)).astype(np.uint64)
-
-
-def hash_uniform(seed: int, index, stream: int, counter=0) -> np.ndarray:
-  """Uniform [0, 1) float64 from a hash of (seed, index, stream, counter).
-
-  Args:
-    seed: any Python int (negative values wrap to uint64).
-    index: int array (broadcasts with `counter`).
-    stream: which random quantity (keeps quantities independent).
-    counter: extra counter, e.g. a resampling attempt or a pixel id.
-
-  Returns:
-    float64 array of the broadcast shape of index and counter.
-  """
-  with np.errstate(over="ignore"):
-    h = _mix(np.uint64(seed % 2**64) ^ np.uint64(_GOLDEN))
-    h = _mix(h ^ (_as_u64(index) + np.uint64(_GOLDEN)))
-    h = _mix(h ^ (np.uint64(stream) * np.uint64(_GOLDEN)))
-    h = _mix(h ^ (_as_u64(counter) + np.uint64(0xD1B54A32D192ED03)))
-  return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53
-
 
 def _randint(u: np.ndarray, low, high) -> np.ndarray:
   """Integers uniform in [low, high] (inclusive) from uniforms `u`."""

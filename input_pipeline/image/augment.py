@@ -17,7 +17,8 @@ numpy only (no TensorFlow).
 
 import numpy as np
 
-from input_pipeline import patch_params
+from input_pipeline import randomness
+from input_pipeline.image import patch_params
 
 AUGMENTATIONS = ("none", "flip_crop", "rrc_flip")
 # Hash streams of the augmentation, disjoint from the patch chain's.
@@ -49,11 +50,11 @@ def sample_augment_affine(kind: str, seed: int, positions: np.ndarray,
     return None
   positions = np.asarray(positions, np.int64).reshape(-1)
   num = len(positions)
-  flip = patch_params.hash_uniform(seed, positions, _FLIP) < 0.5
+  flip = randomness.hash_uniform(seed, positions, _FLIP) < 0.5
   affine = np.zeros((num, 2, 3))
   if kind == "flip_crop":
     def shift(stream):
-      u = patch_params.hash_uniform(seed, positions, stream)
+      u = randomness.hash_uniform(seed, positions, stream)
       return np.minimum(np.floor(u * (2 * pad + 1)), 2 * pad) - pad
     # Crop then flip: x = dx + (P - 1 - u) when flipped, else dx + u.
     affine[:, 0, 0] = np.where(flip, -1.0, 1.0)
