@@ -16,9 +16,9 @@ from big_vision_sid import paths
 from big_vision_sid import sweep
 from configs import cifar10_ablations
 from configs import cifar10_supervised_teacher
-from input_pipeline import augment
+from input_pipeline.image import augment
 from input_pipeline import dataset_source
-from input_pipeline import sources
+from input_pipeline.image import sources
 from input_pipeline import train_data
 
 CONFIG_FILE = (pathlib.Path(__file__).resolve().parent.parent / "configs" /
