@@ -67,7 +67,8 @@ def evaluate_run(workdir: str, *, dataset: str | None = None,
 
   run = workdir_lib.load_run(workdir, step, sharding=devices.replicated)
   predict = devices.jit_predict(
-      train_step.make_predict_fn(student=run.student, target=run.target),
+      train_step.make_predict_fn(student=run.student, target=run.target,
+                                 student_apply=run.student_apply),
       has_target_logits=run.target.predict is not None)
   target_variables = jax.device_put(run.target.variables, devices.replicated)
   start = time.time()

@@ -4,6 +4,12 @@ TensorBoard summaries go through clu's TensorFlow-backed `SummaryWriter` when
 TensorFlow is installed, and otherwise through the `tensorboard` package's
 own event-file writer, so runs on machines without TensorFlow (e.g. a GPU box
 fed by the on-device JAX patch generator) still get curves.
+
+A remote workdir (`gs://...`) gets the same files through `etils.epath`:
+object storage cannot append, so `metrics.jsonl` is rewritten whole, at most
+every `REMOTE_UPLOAD_SECONDS` and on every flush (the trainer flushes at each
+checkpoint). Its TensorBoard events need TensorFlow's gfile (clu's writer);
+without TensorFlow they are skipped with a warning.
 """
 
 import json
@@ -13,6 +19,7 @@ import time
 from typing import Any, Mapping, Protocol
 
 from absl import logging
+from etils import epath
 import numpy as np
 
 from big_vision_sid import workdir as workdir_lib
@@ -30,8 +37,20 @@ class ScalarWriter(Protocol):
     ...
 
 
+REMOTE_UPLOAD_SECONDS = 30.0
+
+
 def _to_float(value: Any) -> float:
   return float(np.asarray(value))
+
+
+def _jsonl_line(step: int, scalars: Mapping[str, float]) -> str:
+  record: dict[str, Any] = {"step": int(step)}
+  for key, value in scalars.items():
+    value = _to_float(value)
+    # JSON has no NaN/inf; keep the line parseable and the problem visible.
+    record[key] = value if math.isfinite(value) else str(value)
+  return json.dumps(record) + "\n"
 
 
 class JsonlWriter:
@@ -42,12 +61,7 @@ class JsonlWriter:
     self._file = open(path, "a", encoding="utf-8")
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
-    record: dict[str, Any] = {"step": int(step)}
-    for key, value in scalars.items():
-      value = _to_float(value)
-      # JSON has no NaN/inf; keep the line parseable and the problem visible.
-      record[key] = value if math.isfinite(value) else str(value)
-    self._file.write(json.dumps(record) + "\n")
+    self._file.write(_jsonl_line(step, scalars))
     self._file.flush()
 
   def flush(self) -> None:
@@ -55,6 +69,32 @@ class JsonlWriter:
 
   def close(self) -> None:
     self._file.close()
+
+
+class RemoteJsonlWriter:
+  """`JsonlWriter` on object storage: keeps the lines, rewrites the object."""
+
+  def __init__(self, path: epath.Path):
+    self.path = path
+    # A resumed run continues the file, as appending would.
+    self._lines = [path.read_text(encoding="utf-8")] if path.exists() else []
+    self._dirty = False
+    self._last_upload = time.time()
+
+  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    self._lines.append(_jsonl_line(step, scalars))
+    self._dirty = True
+    if time.time() - self._last_upload >= REMOTE_UPLOAD_SECONDS:
+      self.flush()
+
+  def flush(self) -> None:
+    if self._dirty:
+      workdir_lib.write_text(self.path, "".join(self._lines))
+      self._dirty = False
+    self._last_upload = time.time()
+
+  def close(self) -> None:
+    self.flush()
 
 
 class TensorboardEventWriter:
@@ -88,14 +128,20 @@ class TensorboardEventWriter:
     self._writer.close()
 
 
-def _tensorboard_writer(logdir: str) -> ScalarWriter | None:
+def _tensorboard_writer(logdir: epath.Path) -> ScalarWriter | None:
+  """TensorBoard events in `logdir` by the best writer installed, or None."""
   try:
     from clu import metric_writers  # pylint: disable=g-import-not-at-top
-    return metric_writers.SummaryWriter(logdir)
+    return metric_writers.SummaryWriter(os.fspath(logdir))
   except ImportError:
     pass
+  if workdir_lib.is_remote(logdir):
+    logging.warning(
+        "TensorFlow (with clu) is not installed: no TensorBoard summaries in "
+        "the remote workdir %s, only %s.", logdir, workdir_lib.METRICS_FILE)
+    return None
   try:
-    return TensorboardEventWriter(logdir)
+    return TensorboardEventWriter(os.fspath(logdir))
   except ImportError:
     logging.warning(
         "Neither TensorFlow+clu nor tensorboard is installed: no TensorBoard "
@@ -126,10 +172,13 @@ def create_writer(workdir: str, *, enabled: bool = True) -> MultiWriter:
   """JSONL + TensorBoard writer for `workdir`; a no-op writer if not enabled."""
   if not enabled:
     return MultiWriter([])
-  os.makedirs(workdir, exist_ok=True)
-  writers: list[ScalarWriter] = [JsonlWriter(
-      os.path.join(workdir, workdir_lib.METRICS_FILE))]
-  tensorboard = _tensorboard_writer(workdir)
+  directory = workdir_lib.as_path(workdir)
+  directory.mkdir(parents=True, exist_ok=True)
+  metrics = directory / workdir_lib.METRICS_FILE
+  writers: list[ScalarWriter] = [
+      RemoteJsonlWriter(metrics) if workdir_lib.is_remote(directory)
+      else JsonlWriter(os.fspath(metrics))]
+  tensorboard = _tensorboard_writer(directory)
   if tensorboard is not None:
     writers.append(tensorboard)
   return MultiWriter(writers)

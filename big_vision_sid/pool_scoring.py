@@ -9,6 +9,7 @@ resumed run reads them back instead of scoring again, and a changed setting
 never reuses stale scores.
 """
 
+import io
 import os
 import time
 from typing import Any
@@ -66,10 +67,12 @@ def pool_weights(config: ml_collections.ConfigDict, target: targets.Target,
     raise ValueError(f"input.selection='{config.input.selection}' needs a "
                      f"teacher to score patches; target '{config.target}' has "
                      "none.")
-  path = os.path.join(workdir, SELECTION_DIR, f"scores_{scores_key(config)}.npz")
+  path = (workdir_lib.as_path(workdir) / SELECTION_DIR
+          / f"scores_{scores_key(config)}.npz")
   seconds = 0.0
-  if os.path.exists(path):
-    with np.load(path) as cached:
+  if path.exists():
+    # Read whole: np.load needs a seekable file, which remote objects are not.
+    with np.load(io.BytesIO(path.read_bytes())) as cached:
       scores = selection.PoolScores(cached["logits"], cached["features"])
   else:
     start = time.time()

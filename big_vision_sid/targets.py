@@ -2,6 +2,9 @@
 
   teacher  the frozen pretrained teacher's logits on the student's own (mixed)
            batch: single-image distillation, "function matching" (default).
+  self     the same, with the student starting from the teacher's weights
+           (same architecture): data-free compression, where the student is
+           the teacher's pruned or quantised clone (config.compress).
   labels   one-hot labels of a labelled `dataset:` source: supervised training
            (e.g. of your own teacher, configs/cifar10_supervised_teacher.py).
 
@@ -51,6 +54,8 @@ class Target:
     needs_labels: the batches must carry "label".
     exports_student: at the end, the trained student is written as a flax
       teacher (`workdir.EXPORTED_TEACHER_FILE`).
+    initializes_student: the student starts from `variables` (same
+      architecture) instead of a random init.
   """
   name: str
   num_classes: int
@@ -62,6 +67,7 @@ class Target:
   features: Callable[[PyTree, jax.Array], tuple[jax.Array, jax.Array]] | None = None
   needs_labels: bool = False
   exports_student: bool = False
+  initializes_student: bool = False
 
 
 def build_target(config: ml_collections.ConfigDict, compute_dtype: Any) -> Target:
@@ -94,6 +100,17 @@ def from_teacher(teacher: teachers.Teacher) -> Target:
 @TARGETS.register("teacher")
 def _teacher_target(config: ml_collections.ConfigDict, compute_dtype: Any) -> Target:
   return from_teacher(teachers.load_teacher(config.teacher, dtype=compute_dtype))
+
+
+@TARGETS.register("self")
+def _self_target(config: ml_collections.ConfigDict, compute_dtype: Any) -> Target:
+  if config.student.name != config.teacher.name:
+    raise ValueError(
+        f"target='self' starts the student from the teacher's weights, so "
+        f"student.name must equal teacher.name ('{config.teacher.name}'), not "
+        f"'{config.student.name}'.")
+  target = _teacher_target(config, compute_dtype)
+  return dataclasses.replace(target, initializes_student=True)
 
 
 @TARGETS.register("labels")

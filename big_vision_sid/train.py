@@ -5,6 +5,11 @@ r"""Single-image distillation trainer.
 
 Re-running the same command on the same workdir resumes from the latest
 checkpoint. Every run ends with one machine-readable line `RESULT {json}`.
+
+Exit codes: 0 done; 1 a user error (one `error: ...` line on stderr: a bad
+config value, a missing file, a workdir in use or not writable); 75
+(`preemption.EXIT_CODE`) stopped by SIGTERM/SIGINT after saving a checkpoint
+at the step in flight: re-run the same command to resume.
 """
 
 import os
@@ -22,7 +27,10 @@ from ml_collections import config_flags
 import numpy as np
 
 from big_vision_sid import checkpointing
+from big_vision_sid.compression import plan as compression_plan
+from big_vision_sid.compression import pruning
 from big_vision_sid import cli
+from big_vision_sid import config_checks
 from big_vision_sid import evaluators
 from big_vision_sid import losses
 from big_vision_sid import metric_writers
@@ -31,10 +39,13 @@ from big_vision_sid import optim
 from big_vision_sid import parallel
 from big_vision_sid import perf
 from big_vision_sid import pool_scoring
+from big_vision_sid import preemption
+from big_vision_sid import provenance
 from big_vision_sid import targets
 from big_vision_sid import teachers
 from big_vision_sid import train_step as train_step_lib
 from big_vision_sid import workdir as workdir_lib
+from big_vision_sid import workdir_lock
 from input_pipeline import device_feed
 from input_pipeline import eval_data
 from input_pipeline import selection
@@ -44,22 +55,54 @@ from input_pipeline import train_data
 NonFiniteLossError = cli.NonFiniteLossError
 
 
+def _calibration_batches(config: ml_collections.ConfigDict,
+                         target: targets.Target) -> list[np.ndarray]:
+  """Normalised chain patches (no augmentation) to calibrate int8 ranges on."""
+  count, size = config.compress.calibration_patches, 256
+  patches = train_data.patch_loader(config.input, config.seed)(np.arange(count))
+  return [np.asarray(train_step_lib.normalize(
+      train_step_lib.to_unit_float(patches[i:i + size]), target.mean, target.std))
+          for i in range(0, count, size)]
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        config_label: str = "") -> dict[str, Any]:
   """Trains `config.student` to match `config.target`; returns the result.
 
+  The config is checked before anything runs; the workdir is then created
+  and locked for the duration, so a second run on it is refused.
+
   Args:
     config: the experiment config (see configs/common.py).
     workdir: checkpoints, metrics and result.json go here; resumes from it.
+      A local path or a URL such as gs://bucket/run.
     config_label: the config file (and argument) recorded with the result.
+
+  Raises:
+    config_checks.ConfigError: an invalid config value (nothing was run).
+    workdir_lib.WorkdirError: the workdir cannot be created or written.
+    workdir_lock.WorkdirInUseError: another live run trains in it.
+    preemption.Preempted: SIGTERM/SIGINT stopped it after saving a checkpoint.
   """
   wall_start = time.time()
+  config_warnings = config_checks.check_config(config)
+  workdir_lib.prepare(workdir)
+  with workdir_lock.hold(workdir):
+    for warning in config_warnings:
+      logging.warning("Config: %s.", warning)
+    return _train_in_locked_workdir(config, workdir, config_label, wall_start)
+
+
+def _train_in_locked_workdir(config: ml_collections.ConfigDict, workdir: str,
+                             config_label: str, wall_start: float) -> dict[str, Any]:
+  """`train_and_evaluate` once the config is checked and the workdir locked."""
   perf.enable_compilation_cache()
-  os.makedirs(workdir, exist_ok=True)
   is_main_process = jax.process_index() == 0
+  run_provenance = provenance.collect()
   if is_main_process:
-    workdir_lib.write_json(os.path.join(workdir, workdir_lib.CONFIG_FILE),
-                           config.to_dict())
+    workdir_lib.write_json(
+        workdir_lib.as_path(workdir) / workdir_lib.CONFIG_FILE,
+        {**config.to_dict(), workdir_lib.PROVENANCE_KEY: run_provenance})
 
   # Everything that can fail because of the user's input is checked before
   # the first step, so a bad run never writes a checkpoint.
@@ -84,16 +127,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   total_steps = optim.resolve_total_steps(
       config.get("total_steps"), config.get("total_epochs"), steps_per_epoch)
   tx, schedule = optim.make_optimizer(config.optim, total_steps)
+  plan = compression_plan.build_plan(
+      config.get("compress"), total_steps,
+      lambda: (student, target.variables,
+               _calibration_batches(config, target)))
+  image_size = config.input.patch_size
+  student_shapes = jax.eval_shape(lambda: student.init(
+      jax.random.PRNGKey(0), jnp.zeros((1, image_size, image_size, 3)), train=False))
+  tx = plan.wrap_optimizer(tx, student_shapes.get("batch_stats", {}))
+  student_apply = plan.student_apply(student)
+  if plan.input_ranges is not None and is_main_process:
+    workdir_lib.write_json(os.path.join(workdir, workdir_lib.QUANT_RANGES_FILE),
+                           plan.input_ranges)
 
   devices = parallel.data_parallel()
   batch_size = config.input.batch_size
   devices.check_divisible("input.batch_size", batch_size)
   devices.check_divisible("eval.batch_size", config.eval.batch_size)
 
-  image_size = config.input.patch_size
   state = jax.jit(
       lambda rng: train_step_lib.create_train_state(
-          rng, student, tx, (image_size, image_size, 3)),
+          rng, student, tx, (image_size, image_size, 3),
+          target.variables if target.initializes_student else None),
       out_shardings=devices.replicated)(jax.random.PRNGKey(config.seed))
   target_variables = jax.device_put(target.variables, devices.replicated)
 
@@ -103,11 +158,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        tau_squared=config.distill.tau_squared,
                        topk=config.distill.topk),
       mixing_mode=config.mixing.mode, mixing_alpha=config.mixing.alpha,
-      mixing_partner=config.mixing.partner, schedule=schedule))
+      mixing_partner=config.mixing.partner, schedule=schedule,
+      student_apply=student_apply, bn_train_mode=plan.bn_train_mode))
   predict = devices.jit_predict(
-      train_step_lib.make_predict_fn(student=student, target=target),
+      train_step_lib.make_predict_fn(student=student, target=target,
+                                     student_apply=student_apply),
       has_target_logits=target.predict is not None)
   check_finite = jax.jit(train_step_lib.all_finite)
+  masked_weights_are_zero = jax.jit(pruning.masked_weights_are_zero)
 
   pool_weights, selection_seconds = None, 0.0
   if selection.is_enabled(config.input):
@@ -121,11 +179,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   checkpointer = checkpointing.Checkpointer(
       workdir, keep=config.checkpoint.keep,
       async_save=config.checkpoint.async_save)
+  stop_signal = preemption.StopSignal()
   try:
     start_step = 0
-    latest = checkpointer.latest_step()
+    # Unreadable checkpoints are moved aside; the newest intact one is used.
+    latest = checkpointer.restore_latest(checkpointing.abstract_like(state))
     if latest is not None:
-      state, meta = checkpointer.restore(latest, checkpointing.abstract_like(state))
+      _, state, meta = latest
       start_step = int(meta["step"])
       logging.info("Resumed from checkpoint at step %d (%s).", start_step,
                    checkpointer.directory)
@@ -150,6 +210,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             f"Loss or parameters became non-finite before step {step}; not saving. "
             f"The last checkpoint ({checkpointer.latest_step()}) is intact. Lower "
             "optim.lr, enable optim.grad_clip_norm, or check the teacher and input.")
+      if plan.prunes and not bool(masked_weights_are_zero(
+          state.params, plan.masks(state.opt_state))):
+        raise RuntimeError(f"Pruned weights are not zero at step {step}; not saving.")
       checkpointer.save(step, state, {"step": step, "config": config_label})
 
     batches = train_data.make_train_iterator(
@@ -168,6 +231,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     logging.info("Training %s -> %s for %d steps (batch %d on %s).", target.name,
                  config.student.name, total_steps, batch_size,
                  parallel.device_description())
+    stop_signal.install()
     while step < total_steps:
       state, metrics = jit_step(state, target_variables, next(device_batches))
       step += 1
@@ -211,10 +275,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       due_by_steps = config.checkpoint.every_steps and step % config.checkpoint.every_steps == 0
       due_by_time = (config.checkpoint.every_seconds and
                      time.time() - last_save_time >= config.checkpoint.every_seconds)
-      if step == total_steps or due_by_steps or due_by_time:
+      # Every host asks every step, so all of them stop at the same one.
+      stopping = stop_signal.reached(step)
+      if step == total_steps or due_by_steps or due_by_time or stopping:
         save(step, unchecked_losses)
         unchecked_losses = []
         last_save_time = time.time()
+        writer.flush()
+        cli.upload_logs()
+      if stopping:
+        checkpointer.wait()  # Saved before exiting, even with async_save.
+        logging.warning("preempted at step %d, checkpoint saved", step)
+        raise preemption.Preempted(step)
+    stop_signal.uninstall()
 
     train_seconds = time.time() - train_start
     checkpointer.wait()
@@ -226,6 +299,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     final = run_eval(step)
     writer.flush()
   finally:
+    stop_signal.uninstall()
     checkpointer.close()
     writer.close()
 
@@ -241,7 +315,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       wall_seconds=round(time.time() - wall_start, 1), device=parallel.device_description(),
       config=config_label, teacher=target.name, student=config.student.name)
   if is_main_process:
-    workdir_lib.write_json(os.path.join(workdir, workdir_lib.RESULT_FILE), result)
+    # The RESULT line stays short; the file also says what produced it.
+    workdir_lib.write_json(
+        workdir_lib.as_path(workdir) / workdir_lib.RESULT_FILE,
+        {**result, workdir_lib.PROVENANCE_KEY: run_provenance})
   return result
 
 
@@ -255,10 +332,11 @@ _DISTRIBUTED = flags.DEFINE_bool(
     "Call jax.distributed.initialize() (multi-host TPU/GPU: one process per host).")
 
 
-def parse_flags(argv: list[str]) -> list[str]:
+def parse_flags(argv: list[str],
+                flag_values: flags.FlagValues = flags.FLAGS) -> list[str]:
   """absl flag parsing, with config override mistakes reported in one line."""
   try:
-    return flags.FLAGS(argv)
+    return flag_values(argv)
   except (AttributeError, KeyError) as e:
     overrides = [a for a in argv[1:] if a.startswith("--config.")]
     key = str(e).strip("\"'")
@@ -268,13 +346,24 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(f"error: bad command line: {e}")
 
 
+def run(config: ml_collections.ConfigDict, workdir: str,
+        config_label: str = "") -> dict[str, Any]:
+  """What the command line runs: `train_and_evaluate`, logging to train.log.
+
+  The config and the workdir are checked before the log file is opened, so a
+  mistake creates nothing.
+  """
+  config_checks.check_config(config)
+  workdir_path = workdir_lib.prepare(workdir)
+  cli.setup_logging(os.fspath(workdir_path / workdir_lib.LOG_FILE))
+  return train_and_evaluate(config, workdir, config_label=config_label)
+
+
 def main(argv: list[str]) -> None:
   del argv
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
-  os.makedirs(_WORKDIR.value, exist_ok=True)
-  cli.setup_logging(os.path.join(_WORKDIR.value, workdir_lib.LOG_FILE))
-  cli.run_reporting_result(lambda: train_and_evaluate(
+  cli.run_reporting_result(lambda: run(
       _CONFIG.value, _WORKDIR.value,
       config_label=flags.FLAGS["config"].config_filename))
 

@@ -37,10 +37,25 @@ def create_train_state(
     model: nn.Module,
     tx: optax.GradientTransformation,
     image_shape: tuple[int, int, int],
+    initial_variables: PyTree | None = None,
 ) -> TrainState:
-  """Initialises the student (random weights) and the optimiser state."""
+  """Initialises the student and the optimiser state.
+
+  Args:
+    rng: seeds the random init and the per-step randomness.
+    model: the student.
+    tx: its optimiser.
+    image_shape: one input's shape.
+    initial_variables: start from these variables (e.g. the teacher's, for
+      self-distillation) instead of a random init.
+
+  Returns:
+    The step-0 state.
+  """
   init_rng, train_rng = jax.random.split(rng)
-  variables = model.init(init_rng, jnp.zeros((1, *image_shape)), train=False)
+  variables = initial_variables
+  if variables is None:
+    variables = model.init(init_rng, jnp.zeros((1, *image_shape)), train=False)
   params = variables["params"]
   return TrainState(
       step=jnp.zeros((), jnp.int32),
@@ -75,6 +90,8 @@ def make_train_step(
     mixing_alpha: float,
     mixing_partner: str = "roll",
     schedule: optax.Schedule | None = None,
+    student_apply: Callable[..., Any] | None = None,
+    bn_train_mode: bool = True,
 ) -> Callable[[TrainState, PyTree, dict[str, jnp.ndarray]],
               tuple[TrainState, dict[str, jnp.ndarray]]]:
   """Returns `step(state, target_variables, batch) -> (state, metrics)`.
@@ -82,7 +99,11 @@ def make_train_step(
   `batch` is the iterator's dict: `image` (uint8 or float) and whatever the
   target reads (e.g. `label`). The student regresses to
   `target.logits(target_variables, batch, x)` on the same mixed input `x`.
+  `student_apply` replaces `student.apply` (e.g. fake-quantised); with
+  `bn_train_mode=False` the student's BatchNorm runs in inference mode and
+  its running statistics stay as they are.
   """
+  apply = student_apply or student.apply
 
   def step(state: TrainState, target_variables: PyTree, batch: dict[str, jnp.ndarray]):
     step_rng = jax.random.fold_in(state.rng, state.step)
@@ -92,11 +113,14 @@ def make_train_step(
     target_logits = target.logits(target_variables, batch, x)
 
     def objective(params):
-      logits, updates = student.apply(
-          {"params": params, "batch_stats": state.batch_stats},
-          x, train=True, mutable=["batch_stats"])
+      variables = {"params": params, "batch_stats": state.batch_stats}
+      if bn_train_mode:
+        logits, updates = apply(variables, x, train=True, mutable=["batch_stats"])
+        batch_stats = updates["batch_stats"]
+      else:
+        logits, batch_stats = apply(variables, x, train=False), state.batch_stats
       per_example = loss_fn(logits, target_logits, **loss_kwargs)
-      return jnp.mean(per_example), (updates["batch_stats"], logits)
+      return jnp.mean(per_example), (batch_stats, logits)
 
     (loss, (batch_stats, logits)), grads = jax.value_and_grad(
         objective, has_aux=True)(state.params)
@@ -123,15 +147,18 @@ def make_predict_fn(
     *,
     student: nn.Module,
     target: targets.Target,
+    student_apply: Callable[..., Any] | None = None,
 ) -> Callable[[TrainState, PyTree, jnp.ndarray], tuple[jnp.ndarray, jnp.ndarray | None]]:
   """Returns `predict(state, target_variables, images) -> (student, target logits)`.
 
   The target's logits are None when it has no network (`target.predict`).
+  `student_apply` replaces `student.apply` as in `make_train_step`.
   """
+  apply = student_apply or student.apply
 
   def predict(state: TrainState, target_variables: PyTree, images: jnp.ndarray):
     x = normalize(to_unit_float(images), target.mean, target.std)
-    student_logits = student.apply(
+    student_logits = apply(
         {"params": state.params, "batch_stats": state.batch_stats}, x, train=False)
     target_logits = None
     if target.predict is not None:

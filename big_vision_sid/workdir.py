@@ -3,9 +3,12 @@
 Every module that reads or writes a workdir takes the names from here, writes
 files atomically (write a temporary file beside the target, then rename, so a
 reader or a resumed run never sees half a file) and formats durations and
-cache keys the same way. This module imports only numpy at the top, so the
-report and the sweep stay light; `load_run` imports JAX and the models when
-called.
+cache keys the same way. A workdir may be a local folder or a remote URL
+(`gs://bucket/run` on TPU VMs): every read and write goes through
+`etils.epath`, the path type orbax uses, and only local paths are made
+absolute, so a remote path never becomes a local `./gs:` folder. This module
+imports only numpy and etils at the top, so the report and the sweep stay
+light; `load_run` imports JAX and the models when called.
 """
 
 import dataclasses
@@ -16,6 +19,7 @@ import os
 import uuid
 from typing import TYPE_CHECKING, Any, Callable
 
+from etils import epath
 import numpy as np
 
 if TYPE_CHECKING:
@@ -33,10 +37,70 @@ LOG_FILE = "train.log"
 STDOUT_LOG_FILE = "stdout.log"
 CHECKPOINT_DIR = "checkpoints"
 EXPORTED_TEACHER_FILE = "teacher.msgpack"
+# Who is training in the workdir (big_vision_sid/workdir_lock.py).
+LOCK_FILE = "train.lock"
+# `config.json`'s record of the code and machine (big_vision_sid/provenance.py);
+# not a config field.
+PROVENANCE_KEY = "provenance"
+# Calibrated int8 input ranges of a quantised run (config.compress).
+QUANT_RANGES_FILE = "quant_ranges.json"
 
 # `config.target` of configs written before it existed: supervised runs said
 # `teacher.format = "none"`, every other run distilled its teacher.
 _LEGACY_SUPERVISED_FORMAT = "none"
+
+
+class WorkdirError(OSError):
+  """The workdir cannot be created or written (one line names it and why)."""
+
+
+def is_remote(path: str | os.PathLike[str]) -> bool:
+  """Whether `path` is a URL such as `gs://bucket/run` rather than a local path."""
+  return "://" in os.fspath(path)
+
+
+def as_path(path: str | os.PathLike[str]) -> epath.Path:
+  """`path` as an `epath.Path`: remote URLs as they are, local paths absolute."""
+  path = os.fspath(path)
+  return epath.Path(path if is_remote(path) else os.path.abspath(path))
+
+
+def prepare(workdir: str | os.PathLike[str]) -> epath.Path:
+  """Creates `workdir` if needed and checks that files can be written in it.
+
+  Args:
+    workdir: a local folder or a remote URL.
+
+  Returns:
+    The workdir as a path (see `as_path`).
+
+  Raises:
+    WorkdirError: it is a file, cannot be created (a file in the way, no
+      permission, an impossible location) or is not writable.
+  """
+  path = as_path(workdir)
+  try:
+    if path.exists() and not path.is_dir():
+      raise WorkdirError(f"Workdir {workdir} is a file, not a directory.")
+    path.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    if isinstance(e, WorkdirError):
+      raise
+    where = f" ({e.filename})" if e.filename else ""
+    raise WorkdirError(f"Workdir {workdir} cannot be created: "
+                       f"{_reason(e)}{where}.") from None
+  probe = path / f".write-test-{uuid.uuid4().hex[:12]}.tmp"
+  try:
+    probe.write_bytes(b"")
+    probe.unlink()
+  except OSError as e:
+    raise WorkdirError(
+        f"Workdir {workdir} is not writable: {_reason(e)}.") from None
+  return path
+
+
+def _reason(error: OSError) -> str:
+  return error.strerror or str(error) or type(error).__name__
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None], *,
@@ -44,13 +108,16 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None], *,
   """Calls `write(file)` on a temporary file beside `path`, then renames it.
 
   If `write` raises, the temporary file is removed and `path` keeps its old
-  content (or stays absent).
+  content (or stays absent). Remote paths (`gs://...`) go through epath.
 
   Args:
     path: the final file; its directory is created if needed.
     write: writes the content into the open file object it is given.
     binary: open the temporary file in binary (else text, UTF-8) mode.
   """
+  if is_remote(path):
+    _atomic_write_remote(as_path(path), write, binary=binary)
+    return
   path = os.path.abspath(path)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   # Ends in ".tmp", so globs for the final extension never match it.
@@ -67,6 +134,33 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None], *,
     if os.path.exists(temp_path):
       os.unlink(temp_path)
     raise
+
+
+def _atomic_write_remote(path: epath.Path, write: Callable[[Any], None], *,
+                         binary: bool) -> None:
+  """`atomic_write` on object storage: upload a temporary object, then rename."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  temp_path = path.parent / f"{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+  try:
+    # Object stores have no text mode with an encoding: encode here.
+    with temp_path.open("wb") as f:
+      write(f if binary else _Utf8Writer(f))
+    temp_path.replace(path)
+  except BaseException:
+    if temp_path.exists():
+      temp_path.unlink()
+    raise
+
+
+class _Utf8Writer:
+  """The `write(str)` of a text file, over a binary file object."""
+
+  def __init__(self, binary_file: Any):
+    self._file = binary_file
+
+  def write(self, text: str) -> int:
+    self._file.write(text.encode("utf-8"))
+    return len(text)
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -87,8 +181,7 @@ def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     FileNotFoundError: `path` does not exist.
     ValueError: it is not valid JSON or holds no object (the error names it).
   """
-  with open(path, encoding="utf-8") as f:
-    text = f.read()
+  text = as_path(path).read_text(encoding="utf-8")
   try:
     value = json.loads(text)
   except json.JSONDecodeError as e:
@@ -142,13 +235,15 @@ def load_config(workdir: str) -> "ml_collections.ConfigDict":
     ValueError: config.json is malformed.
   """
   import ml_collections  # pylint: disable=g-import-not-at-top
-  if not os.path.isdir(workdir):
+  if not as_path(workdir).is_dir():
     raise FileNotFoundError(f"Workdir {workdir} does not exist.")
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.isfile(path):
+  path = as_path(workdir) / CONFIG_FILE
+  if not path.exists():
     raise FileNotFoundError(
         f"Workdir {workdir} has no {CONFIG_FILE}: not a trainer workdir.")
-  config = ml_collections.ConfigDict(read_json(path))
+  fields = read_json(path)
+  fields.pop(PROVENANCE_KEY, None)
+  config = ml_collections.ConfigDict(fields)
   if "target" not in config:
     legacy = config.get("teacher", {}).get("format") == _LEGACY_SUPERVISED_FORMAT
     config.target = "labels" if legacy else "teacher"
@@ -165,6 +260,8 @@ class FinishedRun:
     step: the step of the restored checkpoint.
     steps: every checkpoint step in the workdir, ascending.
     student: the student module, built as the trainer builds it.
+    student_apply: `student.apply`, or its fake-quantised version for an
+      int8 run (config.compress), as the trainer evaluated it.
     state: the train state at `step` without the optimiser state
       (`opt_state=None`): what `train_step.make_predict_fn`'s function takes.
     target: the run's target (its teacher; no network for supervised runs).
@@ -175,6 +272,7 @@ class FinishedRun:
   step: int
   steps: list[int]
   student: "nn.Module"
+  student_apply: Any
   state: "train_step.TrainState"
   target: "targets.Target"
   result: dict[str, Any] | None
@@ -213,6 +311,7 @@ def load_run(workdir: str, step: int | None = None, *,
   import jax.numpy as jnp
   from big_vision_sid import checkpointing
   from big_vision_sid import models
+  from big_vision_sid.compression import plan as compression_plan
   from big_vision_sid import optim
   from big_vision_sid import parallel
   from big_vision_sid import targets
@@ -235,9 +334,16 @@ def load_run(workdir: str, step: int | None = None, *,
     student = models.build_model(
         config.student.name, config.student.num_classes, dtype=compute_dtype)
     # The schedule's length does not change the optimiser state's structure.
-    tx, _ = optim.make_optimizer(
-        config.optim, max(config.get("total_steps") or step, 1))
+    total_steps = max(config.get("total_steps") or step, 1)
+    tx, _ = optim.make_optimizer(config.optim, total_steps)
+    ranges_path = as_path(workdir) / QUANT_RANGES_FILE
+    plan = compression_plan.build_plan(
+        config.get("compress"), total_steps,
+        input_ranges=read_json(ranges_path) if ranges_path.exists() else None)
     image_shape = (config.input.patch_size, config.input.patch_size, 3)
+    student_shapes = jax.eval_shape(lambda: student.init(
+        jax.random.PRNGKey(0), jnp.zeros((1, *image_shape)), train=False))
+    tx = plan.wrap_optimizer(tx, student_shapes.get("batch_stats", {}))
     abstract_state = jax.eval_shape(
         lambda rng: train_step.create_train_state(rng, student, tx, image_shape),
         jax.random.PRNGKey(config.seed))
@@ -249,9 +355,10 @@ def load_run(workdir: str, step: int | None = None, *,
     state, _ = checkpointer.restore(step, abstract_state)
   finally:
     checkpointer.close()
-  result_path = os.path.join(workdir, RESULT_FILE)
+  result_path = as_path(workdir) / RESULT_FILE
   return FinishedRun(
       workdir=workdir, config=config, step=int(step), steps=steps,
-      student=student, state=state.replace(opt_state=None),
+      student=student, student_apply=plan.student_apply(student),
+      state=state.replace(opt_state=None),
       target=targets.build_target(config, compute_dtype),
-      result=read_json(result_path) if os.path.isfile(result_path) else None)
+      result=read_json(result_path) if result_path.exists() else None)

@@ -70,6 +70,13 @@ def base_config() -> ml_collections.ConfigDict:
   config.eval = ml_collections.ConfigDict(dict(
       name="classification", dataset=CIFAR10_TEST, batch_size=256, image_size=32,
       every_steps=0, max_examples=0))
+  # Data-free compression of the student (big_vision_sid/compression/plan.py;
+  # with target="self"). The defaults compress nothing.
+  config.compress = ml_collections.ConfigDict(dict(
+      sparsity=0.0, scope="global", schedule="polynomial", begin_fraction=0.0,
+      end_fraction=0.5, frequency=10, quantize="none",
+      calibration="percentile", percentile=99.99, calibration_patches=1024,
+      bn="recompute"))
   config.checkpoint = ml_collections.ConfigDict(dict(
       every_steps=1000, every_seconds=120.0, keep=2, async_save=False))
   return config

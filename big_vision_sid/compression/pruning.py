@@ -19,7 +19,7 @@ pruned weights pruned, and `apply_masks` refuses masks that do not fit.
 
 import dataclasses
 import math
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import flax
 from flax import traverse_util
@@ -282,3 +282,57 @@ def sparsity_stats(params: Any, predicate: Predicate = is_prunable
   stats["sparsity"] = 1.0 - stats["prunable_nonzero"] / max(
       stats["prunable"], 1)
   return stats
+
+
+class PruningState(NamedTuple):
+  """The optimiser state of `pruned_optimizer`: the masks travel with it."""
+  inner: Any
+  masks: Any
+  count: jnp.ndarray
+
+
+def pruned_optimizer(inner: optax.GradientTransformation,
+                     schedule: PruningSchedule, scope: str = "layer",
+                     predicate: Predicate = is_prunable
+                     ) -> optax.GradientTransformation:
+  """`inner` with scheduled magnitude pruning, masks in the optimiser state.
+
+  At every update the masks are recomputed on the schedule's steps (from the
+  current params), masked gradients are zeroed and masked weights are set to
+  exactly zero by the update itself (`masked_optimizer`). Because the masks
+  live in the optimiser state, a checkpoint of the train state carries them
+  and a resumed run keeps exactly the same pruned weights.
+
+  Args:
+    inner: the optimiser of the unpruned model.
+    schedule: when and how far to prune (its steps count updates).
+    scope: "layer" (each kernel to the sparsity) or "global" (one threshold).
+    predicate: which parameters are prunable.
+
+  Returns:
+    A plain optax transformation (`update(grads, state, params)`).
+  """
+  masked = masked_optimizer(inner)
+
+  def init(params):
+    return PruningState(inner=inner.init(params),
+                        masks=init_masks(params, predicate),
+                        count=jnp.zeros((), jnp.int32))
+
+  def update(grads, state, params=None):
+    if params is None:
+      raise ValueError("pruned_optimizer needs params in update().")
+    masks = update_masks(params, state.masks, state.count, schedule, scope,
+                         predicate)
+    updates, inner_state = masked.update(grads, state.inner, params, masks=masks)
+    return updates, PruningState(inner_state, masks, state.count + 1)
+
+  return optax.GradientTransformation(init, update)
+
+
+def masked_weights_are_zero(params: Any, masks: Any) -> jnp.ndarray:
+  """A scalar bool: every weight the masks prune is exactly 0 in `params`."""
+  flat_params, flat_masks = _checked_pairs(params, masks)
+  checks = [jnp.all(jnp.where(m, True, flat_params[p] == 0))
+            for p, m in flat_masks.items()]
+  return jnp.all(jnp.stack(checks)) if checks else jnp.array(True)
