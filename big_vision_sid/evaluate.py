@@ -12,7 +12,6 @@ workdir is only read, so this also works on a run that is still training or
 on a read-only copy. Ends with one machine-readable line `RESULT {json}`.
 """
 
-import os
 import time
 from typing import Any, Callable, Sequence
 
@@ -78,7 +77,7 @@ def evaluate_run(workdir: str, *, dataset: str | None = None,
       eval_set, batch_size)
   cli.log_eval(run.step, time.time() - start, result)
   return {**result, "step": run.step, "dataset": dataset,
-          "workdir": os.path.abspath(workdir)}
+          "workdir": str(workdir_lib.as_path(workdir))}
 
 
 def _define_flags() -> Callable[[Sequence[str]], None]:
