@@ -154,7 +154,9 @@ def varying_keys(runs: Sequence[Run]) -> list[str]:
   """
   if len(runs) < 2:
     return []
-  flats = [flatten(run.config) for run in runs]
+  # Provenance (commit, package versions) describes the code, not the setting.
+  flats = [flatten({k: v for k, v in run.config.items()
+                    if k != workdir_lib.PROVENANCE_KEY}) for run in runs]
   keys = set().union(*flats)
   return sorted(
       key for key in keys

@@ -180,3 +180,12 @@ def test_command_line(runs_root, tmp_path):
 def test_importing_defines_no_flags():
   from absl import flags  # pylint: disable=g-import-not-at-top
   assert "workdirs" not in flags.FLAGS
+
+
+def test_provenance_does_not_count_as_a_varying_setting(tmp_path):
+  runs = []
+  for i, commit in enumerate(("abc", "def")):
+    config = {"seed": i, "provenance": {"git": {"commit": commit}}}
+    runs.append(report.Run(workdir=tmp_path / str(i), config=config, result=None,
+                           evals=[], train=[]))
+  assert report.varying_keys(runs) == ["seed"]
