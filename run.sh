@@ -2,7 +2,9 @@
 # Runs the trainer. With no arguments: the embedded default, a short real
 # distillation (ResNet-56 -> ResNet-20 from the City image, about 11 minutes on
 # a 2-core CPU) that prints teacher and student accuracy on CIFAR-10 test data.
-# With arguments: passes them to `python -m big_vision_sid.train`.
+# With a --config argument: passes all arguments to `python -m
+# big_vision_sid.train`; other arguments (e.g. --config.total_steps=100) are
+# added to the embedded default.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -12,9 +14,11 @@ if [[ ! -x "$PYTHON" ]]; then
   exit 1
 fi
 
-if [[ $# -gt 0 ]]; then
-  exec "$PYTHON" -m big_vision_sid.train "$@"
-fi
+for arg in "$@"; do
+  if [[ "$arg" == --config || "$arg" == --config=* ]]; then
+    exec "$PYTHON" -m big_vision_sid.train "$@"
+  fi
+done
 
 export SID_SHARED_DIR="${SID_SHARED_DIR:-$(cd .. && pwd)/shared}"
 args=(--config=configs/cifar10_r56_r20.py:cpu_demo --workdir="${WORKDIR:-workdirs/cifar10_r56_r20_cpu_demo}")
@@ -26,4 +30,4 @@ else
   args+=(--config.eval.dataset=tfds:cifar10:test --config.input.source=skimage:astronaut)
 fi
 echo "run.sh: workdir ${args[1]#--workdir=} (re-running resumes; delete it to start over)"
-exec "$PYTHON" -m big_vision_sid.train "${args[@]}"
+exec "$PYTHON" -m big_vision_sid.train "${args[@]}" "$@"

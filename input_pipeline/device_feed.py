@@ -18,16 +18,14 @@ def prefetch_to_device(
 ) -> Iterator[Any]:
   """Keeps `size` host batches (pytrees of arrays) in flight to the devices.
 
-  Host (numpy) arrays are this process's rows of the global batch; jax arrays
-  come from the on-device generator of a single host and are placed as they
-  are.
+  Every array, numpy or jax (from the on-device generator), holds this
+  process's rows of the global batch.
   """
   queue: collections.deque[Any] = collections.deque()
 
   def put_array(x):
-    if isinstance(x, jax.Array):
-      return jax.device_put(x, sharding)
-    return jax.make_array_from_process_local_data(sharding, np.asarray(x))
+    return jax.make_array_from_process_local_data(
+        sharding, x if isinstance(x, jax.Array) else np.asarray(x))
 
   def put(batch):
     return jax.tree.map(put_array, batch)

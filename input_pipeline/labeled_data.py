@@ -41,8 +41,9 @@ and decoded whole (meant for CIFAR-sized sets); the result is cached in
 mtime, PREFIX, the subset, S and R.
 
 TFDS datasets are prepared on first use (downloaded where the network allows
-it, to TFDS_DATA_DIR or ~/tensorflow_datasets); when that fails the error is
-one line naming the dataset, the data dir and the offline alternatives.
+it, to TFDS_DATA_DIR or ~/tensorflow_datasets); when that fails (within
+seconds when a download host does not answer) the error is one line naming
+the dataset, the data dir and the offline alternatives.
 TensorFlow is imported only by the tfds scheme.
 """
 
@@ -56,6 +57,7 @@ import pathlib
 import re
 import tarfile
 from typing import Callable, Iterator, Sequence
+import urllib.parse
 
 from absl import logging
 import numpy as np
@@ -71,6 +73,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _CACHE_FORMAT = 1
 _DEFAULT_CACHE_DIR = "~/.cache/big_vision_sid"
 _SUBSET = re.compile(r"(~?)(-?\d*):(-?\d*)(?::(-?\d*))?")
+# Offline, TFDS's downloader retries for minutes before it gives up.
+_PROBE_TIMEOUT_S = 10.0
 
 # Yields (uint8 images [n,S,S,3], int32 labels [n]) chunks, n <= the size asked.
 ChunkReader = Callable[[int], Iterator[tuple[np.ndarray, np.ndarray]]]
@@ -729,6 +733,7 @@ def prepared_tfds_builder(name: str):
   logging.info("Preparing TFDS dataset %s in %s (downloads it once).", name,
                builder.data_dir)
   try:  # Datasets like cifar10 download themselves; imagenet2012 cannot.
+    check_download_hosts(builder)
     builder.download_and_prepare()
   except Exception as e:  # pylint: disable=broad-except
     reason = " ".join(f"{type(e).__name__}: {e}".split())[:200]
@@ -742,3 +747,28 @@ def prepared_tfds_builder(name: str):
         "dataset:tar:$SID_SHARED_DIR/data/cifar10/train_jpeg.tar.gz "
         "(training).") from e
   return builder
+
+
+def check_download_hosts(builder) -> None:
+  """Raises unless every host `builder` downloads from answers, within seconds.
+
+  One HEAD request per host with `requests`, the library (and so the proxy
+  settings) of TFDS's own downloads but without its minutes of retries; any
+  HTTP status counts as an answer. Datasets with manual downloads are not
+  probed: nothing is fetched for them.
+
+  Args:
+    builder: a `tfds.core.DatasetBuilder`.
+
+  Raises:
+    requests.exceptions.RequestException: a host did not answer (its message
+      names the host).
+  """
+  import requests  # pylint: disable=g-import-not-at-top
+  if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
+    return
+  roots = sorted({f"{u.scheme}://{u.netloc}/"
+                  for u in map(urllib.parse.urlsplit, builder.url_infos or {})
+                  if u.scheme in ("http", "https")})
+  for root in roots:
+    requests.head(root, timeout=_PROBE_TIMEOUT_S).close()
