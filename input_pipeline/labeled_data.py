@@ -64,6 +64,7 @@ import numpy as np
 from PIL import Image
 from PIL import UnidentifiedImageError
 
+import input_pipeline
 from big_vision_sid import paths
 from big_vision_sid import workdir
 from big_vision_sid.registry import Registry
@@ -681,6 +682,7 @@ def _open_tfds(spec: Spec, options: _Options) -> Source:
     raise ValueError(
         f"Data spec '{spec.text}' must be '{spec.prefix}tfds:NAME:SPLIT', "
         f"e.g. '{spec.prefix}tfds:cifar10:test'.")
+  input_pipeline.import_tensorflow()
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   builder = prepared_tfds_builder(name)
   num_examples = builder.info.splits[split].num_examples
@@ -721,6 +723,7 @@ def prepared_tfds_builder(name: str):
     ValueError: TFDS has no dataset of that name.
     FileNotFoundError: the dataset is not prepared and preparing it failed.
   """
+  input_pipeline.import_tensorflow()
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   try:
     # TFDS reads TFDS_DATA_DIR once at import; read it per call instead.

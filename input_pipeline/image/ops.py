@@ -9,6 +9,8 @@ import dataclasses
 import functools
 from typing import Any, Callable
 
+import input_pipeline
+
 
 @dataclasses.dataclass(frozen=True)
 class Ops:
@@ -78,7 +80,7 @@ class _LazyOps:
 
 
 def _tf_ops() -> Ops:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf = input_pipeline.import_tensorflow()
   return Ops(
       float32=tf.float32, int32=tf.int32, uint8=tf.uint8, bool_=tf.bool,
       # What tf has always used; the taps are int32 in either backend.

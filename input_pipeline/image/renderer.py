@@ -19,6 +19,8 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+import input_pipeline
+
 from big_vision_sid.registry import Registry
 from input_pipeline.image import patch_params
 from input_pipeline.image import ops as array_ops
@@ -285,7 +287,7 @@ class _TfRenderer(Renderer):
   """tf ops, eager or traced into tf.data map functions."""
 
   def __init__(self, image: np.ndarray | None, patch_size: int):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tf = input_pipeline.import_tensorflow()
     super().__init__(array_ops.TF_OPS, image, patch_size)
     self._atlas = None
     if self._pyramid is not None:  # A constant, converted once.
@@ -302,7 +304,7 @@ class _TfRenderer(Renderer):
     return self._render_graph(patch_params.render_params(params)).numpy()
 
   def batches(self, load, start_step, *, num_parallel_calls, prefetch):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tf = input_pipeline.import_tensorflow()
     example = load(start_step)
     keys = sorted(example)
 
