@@ -22,6 +22,7 @@ from absl import logging
 from etils import epath
 import numpy as np
 
+import input_pipeline
 from big_vision_sid import workdir as workdir_lib
 
 
@@ -131,6 +132,7 @@ class TensorboardEventWriter:
 def _tensorboard_writer(logdir: epath.Path) -> ScalarWriter | None:
   """TensorBoard events in `logdir` by the best writer installed, or None."""
   try:
+    input_pipeline.import_tensorflow()  # clu needs it; this mutes its banner.
     from clu import metric_writers  # pylint: disable=g-import-not-at-top
     return metric_writers.SummaryWriter(os.fspath(logdir))
   except ImportError:

@@ -22,14 +22,6 @@ def _self_config(eval_npz, **compress):
   return config
 
 
-@pytest.fixture(name="eval_npz")
-def fixture_eval_npz(tmp_path):
-  rng = np.random.default_rng(0)
-  path = tmp_path / "eval.npz"
-  np.savez(path, image=rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
-           label=rng.integers(0, 10, 16))
-  return f"npz:{path}"
-
 
 def test_configs_and_plan_errors():
   for arg in ("prune50", "prune75", "prune90", "int8"):

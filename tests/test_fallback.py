@@ -27,7 +27,7 @@ from big_vision_sid import teachers
 from input_pipeline import labeled_data
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-TEACHER_FILE = "resnet56-4bfd9763.th"
+TEACHER_FILE = "resnet20-12fca82f.th"  # The CPU demo's teacher.
 TEACHER = paths.shared_dir() / "teachers/cifar10_resnet_akamaster" / TEACHER_FILE
 _LOOPBACK_ONLY = '''
 """Test guard: network connections and name lookups for 127.0.0.1 only."""
@@ -162,7 +162,7 @@ def test_run_sh_rejects_a_corrupted_teacher_download_and_caches_nothing(tmp_path
   last_line = proc.stderr.strip().splitlines()[-1]
   assert last_line.startswith(f"error: ValueError: Downloaded teacher checkpoint {url} "
                               "has sha256 "), proc.stderr[-3000:]
-  assert "not 4bfd9763..." in last_line
+  assert "not 12fca82f..." in last_line
   assert "Traceback" not in proc.stderr
   assert [p.name for p in _cache(tmp_path).iterdir() if p.is_file()] == []
 
@@ -190,7 +190,7 @@ def test_download_is_cached_after_one_request(tmp_path, download_dir):
 def test_download_failure_is_one_line_and_leaves_nothing(tmp_path, download_dir):
   (tmp_path / "served").mkdir()
   with _serve(tmp_path / "served") as (base, _):
-    with pytest.raises(FileNotFoundError, match=r"resnet56-4bfd9763\.th .*HTTP Error 404"):
+    with pytest.raises(FileNotFoundError, match=r"resnet20-12fca82f\.th .*HTTP Error 404"):
       teachers._download(f"{base}/{TEACHER_FILE}")  # pylint: disable=protected-access
   assert list(download_dir.iterdir()) == []
 

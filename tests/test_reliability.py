@@ -41,14 +41,6 @@ from test_train import tiny_config
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(name="eval_npz")
-def fixture_eval_npz(tmp_path):
-  rng = np.random.default_rng(0)
-  path = tmp_path / "eval.npz"
-  np.savez(path, image=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),
-           label=rng.integers(0, 10, 20))
-  return f"npz:{path}"
-
 
 def _flatten(tree, prefix=""):
   flat = {}

@@ -42,14 +42,6 @@ def tiny_config(workdir_source: str = "skimage:astronaut"):
   return config
 
 
-@pytest.fixture(name="eval_npz")
-def fixture_eval_npz(tmp_path):
-  rng = np.random.default_rng(0)
-  path = tmp_path / "eval.npz"
-  np.savez(path, image=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),
-           label=rng.integers(0, 10, 20))
-  return f"npz:{path}"
-
 
 def _params(workdir, step):
   from big_vision_sid import checkpointing  # pylint: disable=g-import-not-at-top
