@@ -206,7 +206,7 @@ def test_scores_cache_key_changes_with_every_field_that_changes_the_pool():
       "input__rrc_scale": (0.01, 1.0), "input__rrc_ratio": (0.5, 2.0),
       "input__vflip": True, "input__backend": "jax",
       "input__selection_pool": 1000, "input__num_patches": 5000,
-      "teacher__name": "cifar_resnet20",
+      "teacher__name": "cifar_resnet32",
       "teacher__checkpoint": "$SID_SHARED_DIR/teachers/other.th",
       "teacher__mean": (0.5, 0.5, 0.5), "compute_dtype": "bfloat16",
   }

@@ -124,11 +124,12 @@ def test_cli_bad_input_fails_with_one_clear_line(tmp_path, override, expected):
 
 
 def test_cli_teacher_shape_mismatch_names_the_keys(tmp_path):
-  r20 = SHARED / "teachers/cifar10_resnet_akamaster/resnet20-12fca82f.th"
-  if not r20.exists():
+  # The demo's teacher is a ResNet-20: a ResNet-56 checkpoint does not fit it.
+  r56 = SHARED / "teachers/cifar10_resnet_akamaster/resnet56-4bfd9763.th"
+  if not r56.exists():
     pytest.skip("shared teachers not available")
   proc = _run_cli("--config=configs/cifar10_r56_r20.py:cpu_demo", f"--workdir={tmp_path}",
-                  f"--config.teacher.checkpoint={r20}")
+                  f"--config.teacher.checkpoint={r56}", "--config.total_steps=2")
   assert proc.returncode == 1, proc.stderr[-3000:]
   last_line = proc.stderr.strip().splitlines()[-1]
   assert "layer1.3" in last_line or "layer1.3" in proc.stderr, proc.stderr[-3000:]
@@ -140,8 +141,10 @@ def test_cli_real_teacher_end_to_end_with_four_devices(tmp_path):
   """R56 -> R20 on 4 CPU devices: the RESULT line, and the exact teacher accuracy."""
   if not TEST_NPZ.exists():
     pytest.skip("shared data not available")
+  r56 = SHARED / "teachers/cifar10_resnet_akamaster/resnet56-4bfd9763.th"
   proc = _run_cli(
       "--config=configs/cifar10_r56_r20.py:cpu_demo", f"--workdir={tmp_path}",
+      "--config.teacher.name=cifar_resnet56", f"--config.teacher.checkpoint={r56}",
       "--config.total_steps=4", "--config.input.batch_size=16",
       "--config.log_every_steps=2",
       env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}, timeout=600)
