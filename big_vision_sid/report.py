@@ -14,6 +14,18 @@ Writes into `--out`:
   and coloured by that key's value; ticks name the value and the run's other
   varying keys. Runs are not averaged, so seeds and unfinished runs
   (hatched) stay visible.
+
+With `--curve_images_per_sec=R` it also writes `accuracy_vs_images.png`:
+student top-1 of every evaluation against the images the student has seen
+(step x batch size), a second axis in minutes at R images/s (measure R with
+`python -m big_vision_sid.bench` on an idle machine), runs given by
+`--curve_marks` drawn as single labelled points at their final result (e.g.
+the `./run.sh` demo), and `--curve_reference=90.7:paper` as a horizontal line;
+`report.md` lists the points.
+
+  python -m big_vision_sid.report --workdirs=workdirs/curve --out=reports/curve \
+    --curve_images_per_sec=250 --curve_marks=workdirs/cifar10_r56_r20_cpu_demo \
+    --curve_reference='90.7:paper, ResNet-56 -> ResNet-20, 1,000 epochs'
 """
 
 import dataclasses
@@ -26,6 +38,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from matplotlib.figure import Figure
 
+from big_vision_sid import cli
 from big_vision_sid import workdir as workdir_lib
 
 _MISSING = "-"
@@ -269,6 +282,93 @@ def _plot_accuracy_vs_step(runs: Sequence[Run], labels: Sequence[str],
   figure.savefig(path, dpi=100)
 
 
+@dataclasses.dataclass(frozen=True)
+class CurveOptions:
+  """The accuracy-vs-images curve.
+
+  Attributes:
+    images_per_sec: the training rate that converts images to minutes.
+    marks: runs drawn as one point each, at their final result.
+    reference: (top-1 %, label) drawn as a horizontal line, or None.
+  """
+  images_per_sec: float
+  marks: Sequence[Run] = ()
+  reference: tuple[float, str] | None = None
+
+
+def _batch_size(run: Run) -> int:
+  size = run.config.get("input", {}).get("batch_size")
+  if not isinstance(size, int) or size <= 0:
+    raise ValueError(f"{run.workdir}: config.json has no input.batch_size, so "
+                     "its steps cannot be converted to images seen.")
+  return size
+
+
+def curve_points(run: Run) -> list[tuple[int, int, float]]:
+  """(step, images seen, student top-1) of each evaluation, then the result."""
+  points = {line["step"]: line[_EVAL_KEY] for line in run.evals}
+  if run.result is not None and run.result.get(_EVAL_KEY) is not None:
+    points[run.result["steps"]] = run.result[_EVAL_KEY]
+  batch = _batch_size(run)
+  return [(step, step * batch, points[step]) for step in sorted(points)]
+
+
+def parse_reference(text: str) -> tuple[float, str]:
+  """'90.7:label' -> (90.7, 'label')."""
+  value, _, label = text.partition(":")
+  try:
+    top1 = float(value)
+  except ValueError:
+    raise ValueError(f"--curve_reference must be 'TOP1:label', e.g. "
+                     f"'90.7:paper'; got {text!r}.") from None
+  return top1, label.strip() or f"{top1:g}%"
+
+
+def _plot_accuracy_vs_images(runs: Sequence[Run], labels: Sequence[str],
+                             curve: CurveOptions, path: pathlib.Path) -> None:
+  figure = Figure(figsize=(7.5, 4.8))
+  axes = figure.subplots()
+  for run, label in zip(runs, labels):
+    points = curve_points(run)
+    if points:
+      axes.plot([p[1] for p in points], [p[2] for p in points], marker="o",
+                markersize=3, label=label)
+  for number, mark in enumerate(curve.marks):
+    points = curve_points(mark)
+    if not points:
+      continue
+    _, images, top1 = points[-1]
+    axes.plot([images], [top1], marker="*", markersize=14, linestyle="none",
+              color=f"C{(len(runs) + number) % 10}",
+              label=f"{mark.name}: {top1:.2f}% after {points[-1][0]:,} steps")
+  if curve.reference is not None:
+    axes.axhline(curve.reference[0], color="grey", linestyle="--",
+                 label=f"{curve.reference[1]}: {curve.reference[0]:g}%")
+  axes.set_xlabel("images seen by the student")
+  axes.set_ylabel("student top-1 (%)")
+  axes.set_ylim(0, 100)
+  axes.grid(alpha=0.3)
+  rate = curve.images_per_sec
+  top = axes.secondary_xaxis(
+      "top", functions=(lambda images: images / rate / 60.0,
+                        lambda minutes: minutes * 60.0 * rate))
+  top.set_xlabel(f"minutes at {rate:g} images/s")
+  axes.legend(fontsize="small", loc="lower right")
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+
+
+def _curve_table(runs: Sequence[Run], curve: CurveOptions) -> str:
+  lines = ["| run | step | images seen | minutes | student top-1 |",
+           "|---|---|---|---|---|"]
+  for run in [*runs, *curve.marks]:
+    for step, images, top1 in curve_points(run):
+      minutes = images / curve.images_per_sec / 60.0
+      lines.append(f"| {_cell(run.name)} | {step} | {images:,} | "
+                   f"{minutes:.1f} | {top1:.2f} |")
+  return "\n".join(lines) + "\n"
+
+
 def _value_order(text: str) -> tuple[int, float, str]:
   """Sorts numbers numerically, before other values."""
   try:
@@ -313,13 +413,14 @@ def _file_safe(key: str) -> str:
   return re.sub(r"[^A-Za-z0-9._-]+", "_", key)
 
 
-def write_report(runs: Sequence[Run], out_dir: str | os.PathLike[str]
-                 ) -> pathlib.Path:
+def write_report(runs: Sequence[Run], out_dir: str | os.PathLike[str],
+                 curve: CurveOptions | None = None) -> pathlib.Path:
   """Writes report.md, report.json and the PNG plots into `out_dir`.
 
   Args:
     runs: the runs, in table order.
     out_dir: created if missing.
+    curve: also plot accuracy against images seen (and minutes).
 
   Returns:
     The path of report.md.
@@ -340,6 +441,11 @@ def write_report(runs: Sequence[Run], out_dir: str | os.PathLike[str]
   for key in keys:
     plots.append(f"bar_{_file_safe(key)}.png")
     _plot_axis_bars(key, rows, out_dir / plots[-1])
+  curve_section = []
+  if curve is not None:
+    plots.append("accuracy_vs_images.png")
+    _plot_accuracy_vs_images(runs, labels, curve, out_dir / plots[-1])
+    curve_section = ["## Accuracy vs images seen\n", _curve_table(runs, curve)]
 
   finished = sum(row["finished"] for row in rows)
   markdown = [
@@ -348,6 +454,7 @@ def write_report(runs: Sequence[Run], out_dir: str | os.PathLike[str]
       "runs show their latest evaluation.\n",
       f"Varying config keys: {', '.join(keys) if keys else 'none'}.\n",
       _markdown_table(rows),
+      *curve_section,
       *(f"![{name}]({name})\n" for name in plots),
   ]
   report_path = out_dir / "report.md"
@@ -366,6 +473,12 @@ def _define_flags() -> Callable[[Sequence[str]], None]:
   flags.DEFINE_multi_string("workdirs", None, "Glob of run workdirs; "
                             "repeatable.", required=True)
   flags.DEFINE_string("out", None, "Directory for the report.", required=True)
+  flags.DEFINE_float("curve_images_per_sec", None, "If set, also plot student "
+                     "top-1 vs images seen, with minutes at this rate.")
+  flags.DEFINE_multi_string("curve_marks", [], "Glob of workdirs drawn as one "
+                            "point each on the curve; repeatable.")
+  flags.DEFINE_string("curve_reference", None, "'TOP1:label' drawn as a "
+                      "horizontal line on the curve.")
   values = flags.FLAGS
 
   def main(argv: Sequence[str]) -> None:
@@ -377,7 +490,19 @@ def _define_flags() -> Callable[[Sequence[str]], None]:
           f"No run workdirs (with {workdir_lib.CONFIG_FILE} or "
           f"{workdir_lib.METRICS_FILE}) match "
           f"{values.workdirs}.")
-    report = write_report([load_run(w) for w in workdirs], values.out)
+    try:
+      curve = None
+      if values.curve_images_per_sec is not None:
+        if values.curve_images_per_sec <= 0:
+          raise ValueError("--curve_images_per_sec must be > 0.")
+        curve = CurveOptions(
+            images_per_sec=values.curve_images_per_sec,
+            marks=[load_run(w) for w in find_workdirs(values.curve_marks)],
+            reference=(parse_reference(values.curve_reference)
+                       if values.curve_reference else None))
+      report = write_report([load_run(w) for w in workdirs], values.out, curve)
+    except cli.USER_ERRORS as e:
+      cli.exit_with_user_error(e)
     print(f"Wrote {report} ({len(workdirs)} runs).")
 
   return main

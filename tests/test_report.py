@@ -189,3 +189,63 @@ def test_provenance_does_not_count_as_a_varying_setting(tmp_path):
     runs.append(report.Run(workdir=tmp_path / str(i), config=config, result=None,
                            evals=[], train=[]))
   assert report.varying_keys(runs) == ["seed"]
+
+
+def _curve_run(root: pathlib.Path, name: str, batch: int, evals: list,
+               result: dict | None) -> report.Run:
+  config = {"input": {"batch_size": batch}, "seed": 0}
+  return report.load_run(_write_run(root / name, config, evals, result))
+
+
+def test_curve_points_convert_steps_to_images(tmp_path):
+  run = _curve_run(tmp_path, "curve", 128, [_eval(400, 30.0), _eval(800, 45.5)],
+                   _result(50.25, 1000, 600.0))
+  assert report.curve_points(run) == [(400, 51_200, 30.0), (800, 102_400, 45.5),
+                                      (1000, 128_000, 50.25)]
+  no_batch = report.Run(tmp_path / "x", {"input": {}}, [], [_eval(1, 1.0)], None)
+  with pytest.raises(ValueError, match="no input.batch_size"):
+    report.curve_points(no_batch)
+
+
+def test_parse_reference():
+  assert report.parse_reference("90.7:paper, 1,000 epochs") == (
+      90.7, "paper, 1,000 epochs")
+  assert report.parse_reference("90.7") == (90.7, "90.7%")
+  with pytest.raises(ValueError, match="TOP1:label"):
+    report.parse_reference("paper:90.7")
+
+
+def test_write_report_with_curve(tmp_path):
+  curve_run = _curve_run(tmp_path, "curve", 100,
+                         [_eval(300, 30.0), _eval(600, 60.0)], None)
+  demo = _curve_run(tmp_path, "demo", 50, [], _result(40.0, 600, 300.0))
+  # 250 images/s: 30,000 images = 2.0 minutes, 60,000 = 4.0.
+  curve = report.CurveOptions(images_per_sec=250.0, marks=[demo],
+                              reference=(90.7, "paper"))
+  path = report.write_report([curve_run], tmp_path / "out", curve)
+  markdown = path.read_text()
+  assert "| curve | 300 | 30,000 | 2.0 | 30.00 |" in markdown
+  assert "| curve | 600 | 60,000 | 4.0 | 60.00 |" in markdown
+  assert "| demo | 600 | 30,000 | 2.0 | 40.00 |" in markdown
+  with Image.open(tmp_path / "out" / "accuracy_vs_images.png") as png:
+    assert png.size == (750, 480)
+
+
+def test_command_line_curve(tmp_path):
+  _curve_run(tmp_path, "curve", 100, [_eval(300, 30.0)], None)
+  out = tmp_path / "cli_curve"
+  completed = subprocess.run(
+      [sys.executable, "-m", "big_vision_sid.report",
+       f"--workdirs={tmp_path}/curve", f"--out={out}",
+       "--curve_images_per_sec=100", "--curve_reference=90.7:paper"],
+      cwd=_REPO_ROOT, capture_output=True, text=True, check=True)
+  assert "1 runs" in completed.stdout
+  assert "| curve | 300 | 30,000 | 5.0 | 30.00 |" in (out / "report.md").read_text()
+  bad = subprocess.run(
+      [sys.executable, "-m", "big_vision_sid.report",
+       f"--workdirs={tmp_path}/curve", f"--out={out}",
+       "--curve_images_per_sec=0"],
+      cwd=_REPO_ROOT, capture_output=True, text=True)
+  assert bad.returncode == 1
+  assert bad.stderr.strip().splitlines()[-1] == (
+      "error: ValueError: --curve_images_per_sec must be > 0.")
