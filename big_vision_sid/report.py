@@ -15,6 +15,12 @@ Writes into `--out`:
   varying keys. Runs are not averaged, so seeds and unfinished runs
   (hatched) stay visible.
 
+With `--pivot=ROW_KEYS:COLUMN_KEYS` (comma-separated dotted config keys,
+e.g. `input.source,total_steps:compress.sparsity`) `report.md` also holds a
+grid: one row per setting of the row keys, one column per setting of the
+column keys, each cell the student top-1 and agreement of every run there
+(seeds side by side, separated by "/"), finished runs only.
+
 With `--curve_images_per_sec=R` it also writes `accuracy_vs_images.png`:
 student top-1 of every evaluation against the images the student has seen
 (step x batch size), a second axis in minutes at R images/s (measure R with
@@ -369,6 +375,47 @@ def _curve_table(runs: Sequence[Run], curve: CurveOptions) -> str:
   return "\n".join(lines) + "\n"
 
 
+def parse_pivot(text: str) -> tuple[list[str], list[str]]:
+  """'a,b:c' -> (['a', 'b'], ['c'])."""
+  rows, sep, columns = text.partition(":")
+  row_keys = [k.strip() for k in rows.split(",") if k.strip()]
+  column_keys = [k.strip() for k in columns.split(",") if k.strip()]
+  if not sep or not row_keys or not column_keys:
+    raise ValueError("--pivot must be 'ROW_KEYS:COLUMN_KEYS' (comma-separated "
+                     f"dotted config keys); got {text!r}.")
+  return row_keys, column_keys
+
+
+def pivot_markdown(runs: Sequence[Run], row_keys: Sequence[str],
+                   column_keys: Sequence[str]) -> str:
+  """The finished runs as a grid of row settings x column settings.
+
+  Each cell lists `top-1 (agreement)` of its runs, ordered by seed.
+  """
+  def setting(run, keys):
+    return ", ".join(f"{k}={v}" for k, v in _setting(run, keys).items())
+
+  finished = sorted((run for run in runs if run.finished),
+                    key=lambda r: (str(flatten(r.config).get("seed")), r.name))
+  row_values = sorted({setting(r, row_keys) for r in finished}, key=_value_order)
+  column_values = sorted({setting(r, column_keys) for r in finished},
+                         key=_value_order)
+  cells: dict[tuple[str, str], list[str]] = {}
+  for run in finished:
+    agreement = run.result.get("agreement")
+    cells.setdefault((setting(run, row_keys), setting(run, column_keys)),
+                     []).append(f"{_percent(run.result.get(_EVAL_KEY))} "
+                                f"({_percent(agreement)})")
+  lines = ["| " + " | ".join([", ".join(row_keys), *column_values]) + " |",
+           "|" + "---|" * (len(column_values) + 1)]
+  for row in row_values:
+    lines.append("| " + " | ".join(
+        [_cell(row)] + [_cell(" / ".join(cells.get((row, column), [])) or None)
+                        for column in column_values]) + " |")
+  return ("Student top-1 (agreement with the target), %; runs of one cell "
+          "separated by '/', ordered by seed.\n\n" + "\n".join(lines) + "\n")
+
+
 def _value_order(text: str) -> tuple[int, float, str]:
   """Sorts numbers numerically, before other values."""
   try:
@@ -414,13 +461,16 @@ def _file_safe(key: str) -> str:
 
 
 def write_report(runs: Sequence[Run], out_dir: str | os.PathLike[str],
-                 curve: CurveOptions | None = None) -> pathlib.Path:
+                 curve: CurveOptions | None = None,
+                 pivot: tuple[Sequence[str], Sequence[str]] | None = None
+                 ) -> pathlib.Path:
   """Writes report.md, report.json and the PNG plots into `out_dir`.
 
   Args:
     runs: the runs, in table order.
     out_dir: created if missing.
     curve: also plot accuracy against images seen (and minutes).
+    pivot: (row keys, column keys) of an extra grid (see `pivot_markdown`).
 
   Returns:
     The path of report.md.
@@ -454,6 +504,7 @@ def write_report(runs: Sequence[Run], out_dir: str | os.PathLike[str],
       "runs show their latest evaluation.\n",
       f"Varying config keys: {', '.join(keys) if keys else 'none'}.\n",
       _markdown_table(rows),
+      *(["## Grid\n", pivot_markdown(runs, *pivot)] if pivot else []),
       *curve_section,
       *(f"![{name}]({name})\n" for name in plots),
   ]
@@ -473,6 +524,8 @@ def _define_flags() -> Callable[[Sequence[str]], None]:
   flags.DEFINE_multi_string("workdirs", None, "Glob of run workdirs; "
                             "repeatable.", required=True)
   flags.DEFINE_string("out", None, "Directory for the report.", required=True)
+  flags.DEFINE_string("pivot", None, "'ROW_KEYS:COLUMN_KEYS': also a grid of "
+                      "the runs by these config keys.")
   flags.DEFINE_float("curve_images_per_sec", None, "If set, also plot student "
                      "top-1 vs images seen, with minutes at this rate.")
   flags.DEFINE_multi_string("curve_marks", [], "Glob of workdirs drawn as one "
@@ -500,7 +553,9 @@ def _define_flags() -> Callable[[Sequence[str]], None]:
             marks=[load_run(w) for w in find_workdirs(values.curve_marks)],
             reference=(parse_reference(values.curve_reference)
                        if values.curve_reference else None))
-      report = write_report([load_run(w) for w in workdirs], values.out, curve)
+      pivot = parse_pivot(values.pivot) if values.pivot else None
+      report = write_report([load_run(w) for w in workdirs], values.out, curve,
+                            pivot)
     except cli.USER_ERRORS as e:
       cli.exit_with_user_error(e)
     print(f"Wrote {report} ({len(workdirs)} runs).")

@@ -249,3 +249,27 @@ def test_command_line_curve(tmp_path):
   assert bad.returncode == 1
   assert bad.stderr.strip().splitlines()[-1] == (
       "error: ValueError: --curve_images_per_sec must be > 0.")
+
+
+def test_pivot_grid_lists_seeds_per_cell(tmp_path):
+  def run(name, source, sparsity, seed, top1, finished=True):
+    config = {"input": {"source": source}, "compress": {"sparsity": sparsity},
+              "seed": seed}
+    result = {**_result(top1, 300, 60.0), "agreement": top1 + 2} if finished else None
+    return report.load_run(_write_run(tmp_path / name, config, [], result))
+
+  runs = [run("a", "/x/city.jpg", 0.5, 1, 92.0), run("b", "/x/city.jpg", 0.5, 0, 91.5),
+          run("c", "/x/city.jpg", 0.75, 0, 88.25), run("d", "noise", 0.5, 0, 80.0),
+          run("e", "noise", 0.75, 0, 10.0, finished=False)]
+  markdown = report.pivot_markdown(runs, ["input.source"], ["compress.sparsity"])
+  rows = _table_rows(markdown)
+  header = [l for l in markdown.splitlines() if l.startswith("|")][0]
+  assert header == ("| input.source | compress.sparsity=0.5 | "
+                    "compress.sparsity=0.75 |")
+  # Seed 0 before seed 1; the unfinished run is left out.
+  assert rows == [["input.source=city.jpg", "91.50 (93.50) / 92.00 (94.00)",
+                   "88.25 (90.25)"],
+                  ["input.source=noise", "80.00 (82.00)", "-"]]
+  assert report.parse_pivot("a,b:c") == (["a", "b"], ["c"])
+  with pytest.raises(ValueError, match="ROW_KEYS:COLUMN_KEYS"):
+    report.parse_pivot("a,b")
