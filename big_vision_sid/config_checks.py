@@ -27,8 +27,12 @@ from big_vision_sid import targets
 from big_vision_sid import teachers
 from input_pipeline import dataset_source
 from input_pipeline import selection
+from input_pipeline.audio import augment as audio_augment
+from input_pipeline.audio import samples as audio_samples
 from input_pipeline.image import augment
 from input_pipeline.image import renderer
+from input_pipeline.video import labeled as video_labeled
+from input_pipeline.video import samples as video_samples
 
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 _MISSING = object()
@@ -132,6 +136,34 @@ def _rule(field: str, check: tuple[Callable[[Any], bool], str],
   return Rule(field, check[0], check[1], applies)
 
 
+def _is_audio(config: Config) -> bool:
+  source = _get(config, "input.source")
+  return isinstance(source, str) and audio_samples.is_audio_source(source)
+
+
+def _channel_values(positive: bool) -> tuple[Callable[[Any], bool], str]:
+  """1 or 3 finite numbers (> 0 when `positive`): one per input channel."""
+
+  def ok(v: Any) -> bool:
+    return (isinstance(v, (tuple, list)) and len(v) in (1, 3)
+            and all(_is_number(x) and (x > 0 or not positive) for x in v))
+  return ok, (f"1 or 3 {'numbers > 0' if positive else 'finite numbers'} "
+              "(one per channel: RGB, or one for audio)")
+
+
+def _augmentation_names(v: Any) -> bool:
+  return (isinstance(v, (tuple, list)) and len(v) > 0
+          and all(name in audio_augment.AUGMENTATIONS for name in v))
+
+
+def _is_video(config: Config) -> bool:
+  source = _get(config, "input.source")
+  return isinstance(source, str) and video_samples.is_video_source(source)
+
+
+_BOOL = (lambda v: isinstance(v, bool), "True or False")
+
+
 _MIXES = _field_is_not("mixing.mode", "none")
 _SELECTS = _field_is_not("input.selection", "none")
 _HAS_TEACHER = _field_is_not("target", "labels")
@@ -153,12 +185,8 @@ def rules() -> list[Rule]:
       _rule("teacher.name", one_of(models.MODELS.names(), "model"), _HAS_TEACHER),
       _rule("teacher.format", one_of(_TEACHER_FORMATS, "teacher format"), _HAS_TEACHER),
       _rule("teacher.num_classes", integer(1), _HAS_TEACHER),
-      _rule("teacher.mean", (lambda v: isinstance(v, (tuple, list)) and len(v) == 3
-                             and all(_is_number(x) for x in v),
-                             "3 finite numbers (one per RGB channel)")),
-      _rule("teacher.std", (lambda v: isinstance(v, (tuple, list)) and len(v) == 3
-                            and all(_is_number(x) and x > 0 for x in v),
-                            "3 numbers > 0 (one per RGB channel)")),
+      _rule("teacher.mean", _channel_values(positive=False)),
+      _rule("teacher.std", _channel_values(positive=True)),
       _rule("input.patch_size", integer(1)),
       _rule("input.num_patches", integer(0)),
       _rule("input.backend", one_of(renderer.BACKENDS.names(), "input backend")),
@@ -185,6 +213,28 @@ def rules() -> list[Rule]:
       _rule("input.num_parallel_calls", (lambda v: _is_int(v) and (v == -1 or v >= 1),
                                          "-1 (autotune) or an integer >= 1")),
       _rule("input.prefetch", integer(0)),
+      _rule("input.audio.clip_seconds", number(1.0), _is_audio),
+      _rule("input.audio.augment_p", number(0, 1), _is_audio),
+      _rule("input.audio.augmentations", (
+          _augmentation_names, "a non-empty list of audio augmentations "
+          f"({', '.join(audio_augment.NAMES)})"), _is_audio),
+      _rule("input.audio.pad_seconds", number(0), _is_audio),
+      _rule("input.audio.noise_seconds", number(1.0), _is_audio),
+      _rule("input.video.frames", integer(1), _is_video),
+      _rule("input.video.frame_size", integer(1), _is_video),
+      _rule("input.video.clip_frames", integer(1), _is_video),
+      _rule("input.video.frame_stride", integer(1), _is_video),
+      _rule("input.video.short_side", pair(0), _is_video),
+      _rule("input.video.hflip", _BOOL, _is_video),
+      _rule("input.video.augmix", _BOOL, _is_video),
+      _rule("input.video.augmix_magnitude", (
+          lambda v: _is_int(v) and 1 <= v <= 10, "an integer in [1, 10]"),
+            _is_video),
+      _rule("input.video.augmix_width", integer(1), _is_video),
+      _rule("input.video.augmix_depth", (
+          lambda v: _is_int(v) and (v == -1 or v >= 1),
+          "-1 (1 to 3 ops at random) or an integer >= 1"), _is_video),
+      _rule("input.video.augmix_alpha", number(0, low_open=True), _is_video),
       _rule("mixing.mode", one_of(mixing.MIXERS.names(), "mixing")),
       _rule("mixing.alpha", number(0, low_open=True), _MIXES),
       _rule("mixing.partner", one_of(mixing.PARTNERS.names(), "mixing partner"), _MIXES),
@@ -217,6 +267,70 @@ def rules() -> list[Rule]:
   ]
 
 
+def _audio_problems(config: Config) -> list[str]:
+  """Settings that audio sources (clips, not image patches) do not support."""
+  eval_set = _get(config, "eval.dataset")
+  audio_eval = isinstance(eval_set, str) and eval_set.startswith("audio:")
+  if (_get(config, "eval.name") == "audio_segments") != audio_eval and (
+      eval_set is not _MISSING):
+    return [f"eval.name={_show(_get(config, 'eval.name'))} does not fit "
+            f"eval.dataset={_show(eval_set)}: audio eval sets ('audio:...') "
+            "take eval.name='audio_segments', and only they do"]
+  if not _is_audio(config):
+    return []
+  problems = [f"{field}={_get(config, field)} must hold 1 value for audio "
+              "(waveforms have one channel)" for field in ("teacher.mean", "teacher.std")
+              if isinstance(_get(config, field), (tuple, list))
+              and len(_get(config, field)) != 1]
+  if _get(config, "input.selection") not in ("none", _MISSING):
+    problems.append(f"input.selection={_show(_get(config, 'input.selection'))}"
+                    " is image-only: audio sources need 'none'")
+  if _get(config, "compress.quantize") not in ("none", _MISSING):
+    problems.append("compress.quantize calibrates on image patches: audio "
+                    "sources need 'none'")
+  return problems
+
+
+def _video_problems(config: Config) -> list[str]:
+  """Video eval sets and settings that fake-clip sources do not support."""
+  eval_set = _get(config, "eval.dataset")
+  video_eval = isinstance(eval_set, str) and eval_set.startswith(
+      video_labeled.PREFIX)
+  if (_get(config, "eval.name") == "video_clips") != video_eval and (
+      eval_set is not _MISSING):
+    return [f"eval.name={_show(_get(config, 'eval.name'))} does not fit "
+            f"eval.dataset={_show(eval_set)}: video eval sets ('video:...') "
+            "take eval.name='video_clips', and only they do"]
+  if not _is_video(config):
+    return []
+  source = _get(config, "input.source")
+  if video_labeled.is_labeled_spec(source):
+    return [f"input.source={_show(source)} is a labelled video set, which is "
+            "for evaluation: train on fake clips of an image, "
+            f"'{video_labeled.PREFIX}IMAGE'"]
+  problems = []
+  frames, clip_frames, stride = (_get(config, f"input.video.{k}") for k in (
+      "frames", "clip_frames", "frame_stride"))
+  if all(_is_int(v) for v in (frames, clip_frames, stride)) and (
+      (clip_frames - 1) * stride + 1 > frames):
+    problems.append(f"input.video.clip_frames={clip_frames} every "
+                    f"frame_stride={stride} spans {(clip_frames - 1) * stride + 1}"
+                    f" frames, more than the fake clips' frames={frames}")
+  patch_size = _get(config, "input.patch_size")
+  short_side = _get(config, "input.video.short_side")
+  if (_is_int(patch_size) and isinstance(short_side, (tuple, list)) and short_side
+      and _is_number(short_side[0]) and short_side[0] < patch_size):
+    problems.append(f"input.video.short_side={tuple(short_side)} is below "
+                    f"input.patch_size={patch_size}: the crop would not fit")
+  if _get(config, "input.selection") not in ("none", _MISSING):
+    problems.append(f"input.selection={_show(_get(config, 'input.selection'))}"
+                    " is image-only: video sources need 'none'")
+  if _get(config, "compress.quantize") not in ("none", _MISSING):
+    problems.append("compress.quantize calibrates on image patches: video "
+                    "sources need 'none'")
+  return problems
+
+
 def _cross_field_problems(config: Config) -> list[str]:
   """Problems of the step budget that no single field shows."""
   total_steps, total_epochs = _get(config, "total_steps"), _get(config, "total_epochs")
@@ -225,7 +339,10 @@ def _cross_field_problems(config: Config) -> list[str]:
   if total_epochs in (None, _MISSING):
     return ["neither total_steps nor total_epochs is set: set one"]
   source = _get(config, "input.source")
-  if isinstance(source, str) and dataset_source.is_dataset_source(source):
+  if isinstance(source, str) and (
+      dataset_source.is_dataset_source(source) or
+      (audio_samples.is_audio_source(source) and
+       audio_samples.has_labels(config.input))):
     return []  # A labelled dataset's epoch is the dataset.
   num_patches, batch_size = _get(config, "input.num_patches"), _get(config, "input.batch_size")
   if num_patches == 0:
@@ -240,12 +357,19 @@ def _cross_field_problems(config: Config) -> list[str]:
 
 
 def _warnings(config: Config) -> list[str]:
+  warnings = []
   total_steps = _get(config, "total_steps")
   warmup = _get(config, "optim.warmup_steps")
   if _is_int(total_steps) and _is_int(warmup) and 0 < total_steps <= warmup:
-    return [f"optim.warmup_steps={warmup} >= total_steps={total_steps}: the "
-            "learning rate never reaches optim.lr"]
-  return []
+    warnings.append(f"optim.warmup_steps={warmup} >= total_steps={total_steps}"
+                    ": the learning rate never reaches optim.lr")
+  frames = _get(config, "input.video.clip_frames")
+  eval_set = _get(config, "eval.dataset")
+  if (_is_video(config) and frames != video_labeled.CLIP_FRAMES
+      and isinstance(eval_set, str) and video_labeled.is_labeled_spec(eval_set)):
+    warnings.append(f"input.video.clip_frames={frames}, but video eval clips "
+                    f"have {video_labeled.CLIP_FRAMES} frames")
+  return warnings
 
 
 def _show(value: Any) -> str:
@@ -274,7 +398,8 @@ def check_config(config: Config) -> list[str]:
         _is_number(value) or value is None or isinstance(value, (tuple, list))
     ) else "is not valid"
     problems.append(f"{rule.field}={_show(value)} {kind}: must be {rule.allowed}")
-  problems += _cross_field_problems(config)
+  problems += (_cross_field_problems(config) + _audio_problems(config)
+               + _video_problems(config))
   if problems:
     raise ConfigError("; ".join(problems) + ".")
   return _warnings(config)

@@ -5,9 +5,13 @@ no label bookkeeping: the mixed batch goes to both networks. Each example is
 mixed with a partner from the same batch (`PARTNERS`: the batch rolled by one,
 reversed as in the paper's CIFAR code, or randomly permuted as in its ImageNet
 code), and one mixing coefficient / box is drawn per step for the whole
-(global) batch. Inputs are [B, H, W, ...] (images, spectrograms, clips): a
-CutMix box spans axes 1 and 2 and all trailing axes. Everything is
-static-shaped jnp, so a step compiles once whatever box is drawn.
+(global) batch. Inputs are [B, H, W, ...] (images, spectrograms): a CutMix
+box spans axes 1 and 2 and all trailing axes; video clips [B, T, H, W, C]
+(5-D) take the box over height and width (axes 2 and 3) in every frame. The
+paper's video code draws it over time and height instead (its rand_bbox
+reads sizes 2 and 3 of an NCTHW batch as W and H), a bug not reproduced.
+Everything is static-shaped jnp, so a step compiles once whatever box is
+drawn.
 """
 
 from typing import Callable, NamedTuple
@@ -139,14 +143,24 @@ def box_mask(box: CutmixBox, height: int, width: int) -> jnp.ndarray:
           & (cols >= box.left) & (cols < box.right))
 
 
+# Rank of a batch of clips [B, T, H, W, C], whose box spans H and W.
+CLIP_NDIM = 5
+
+
 @MIXERS.register("cutmix")
 def cutmix(rng: jax.Array, images: jnp.ndarray, alpha: float,
            partners: Partners) -> jnp.ndarray:
-  """Pastes one box (over axes 1 and 2) from the partners into every input."""
-  height, width = images.shape[1:3]
+  """Pastes one box from the partners into every input.
+
+  The box spans axes 1 and 2 of [B, H, W, ...] inputs, and height and width
+  (axes 2 and 3) of clips [B, T, H, W, C], the same in every frame -- not
+  time and height as in the paper's video code (see the module docstring).
+  """
+  first = 2 if images.ndim == CLIP_NDIM else 1
+  height, width = images.shape[first:first + 2]
   box = sample_cutmix_box(rng, height, width, alpha)
   mask = box_mask(box, height, width).reshape(
-      (1, height, width) + (1,) * (images.ndim - 3))
+      (1,) * first + (height, width) + (1,) * (images.ndim - first - 2))
   return jnp.where(mask, partners(images), images)
 
 

@@ -62,23 +62,20 @@ class Teacher:
 
 def _torch_layout_shape(leaf_name: str, shape: tuple[int, ...]):
   """The shape a flax leaf has in torch's layout (for error messages)."""
-  if leaf_name == "kernel" and len(shape) == 4:
-    return (shape[3], shape[2], shape[0], shape[1])
-  if leaf_name == "kernel" and len(shape) == 2:
-    return (shape[1], shape[0])
+  if leaf_name == "kernel" and len(shape) >= 2:
+    return (shape[-1], shape[-2], *shape[:-2])
   return shape
 
 
 def _from_torch_layout(leaf_name: str, array: np.ndarray) -> np.ndarray:
-  """Torch -> flax layout: conv OIHW -> HWIO, linear [out, in] -> [in, out].
+  """Torch -> flax layout: conv OI<spatial> -> <spatial>IO (OIHW -> HWIO,
+  OITHW -> THWIO), linear [out, in] -> [in, out].
 
   A depthwise torch conv [C, 1, kh, kw] becomes [kh, kw, 1, C], which is the
   flax layout for `feature_group_count=C`.
   """
-  if leaf_name == "kernel" and array.ndim == 4:
-    return array.transpose(2, 3, 1, 0)
-  if leaf_name == "kernel" and array.ndim == 2:
-    return array.T
+  if leaf_name == "kernel" and array.ndim >= 2:
+    return array.transpose(*range(2, array.ndim), 1, 0)
   return array
 
 
@@ -186,6 +183,21 @@ def _register_torch_format(
 _register_torch_format("akamaster_cifar_resnet", _dotted_name)
 _register_torch_format("torchvision_resnet", _torchvision_resnet_name)
 _register_torch_format("efficientnet_lite0", _efficientnet_name)
+
+
+@CONVERTERS.register("pytorchvideo_x3d")
+def _convert_pytorchvideo_x3d(state_dict, template, *, model_name, source):
+  """Converts a pytorchvideo X3D state dict (`create_x3d`, models/x3d.py).
+
+  The model zoo's `X3D_XS.pyth` holds it under `model_state`; a
+  PyTorch Lightning checkpoint (the paper's UCF-101 teacher) under
+  `state_dict` with every key prefixed `model.`, which is dropped.
+  """
+  prefix = "model."
+  if state_dict and all(k.startswith(prefix) for k in state_dict):
+    state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
+  return convert_torch_state_dict(state_dict, template, _dotted_name,
+                                  model_name=model_name, source=source)
 
 
 def lite0_checkpoint_path() -> str:

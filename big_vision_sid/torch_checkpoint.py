@@ -242,9 +242,10 @@ def load_torch_checkpoint(path: str) -> Any:
 def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
   """Loads a torch state dict as `{name: numpy array}`.
 
-  A top-level `state_dict` or `model` entry is unwrapped, the DataParallel
-  prefix `module.` is stripped and BatchNorm `num_batches_tracked` counters
-  are dropped, so the keys match the torch module's own parameter names.
+  A top-level `state_dict`, `model` or `model_state` (pytorchvideo's model
+  zoo) entry is unwrapped, the DataParallel prefix `module.` is stripped and
+  BatchNorm `num_batches_tracked` counters are dropped, so the keys match
+  the torch module's own parameter names.
 
   Args:
     path: a file written by `torch.save` (zip or legacy format).
@@ -258,7 +259,7 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
   """
   obj = load_torch_checkpoint(path)
   if isinstance(obj, dict):
-    for wrapper_key in ("state_dict", "model"):
+    for wrapper_key in ("state_dict", "model", "model_state"):
       if isinstance(obj.get(wrapper_key), dict):
         obj = obj[wrapper_key]
         break

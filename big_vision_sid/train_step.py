@@ -115,7 +115,10 @@ def make_train_step(
     def objective(params):
       variables = {"params": params, "batch_stats": state.batch_stats}
       if bn_train_mode:
-        logits, updates = apply(variables, x, train=True, mutable=["batch_stats"])
+        # Models with dropout (the audio CNN) draw from the 'dropout' rng.
+        logits, updates = apply(
+            variables, x, train=True, mutable=["batch_stats"],
+            rngs={"dropout": jax.random.fold_in(step_rng, 2)})
         batch_stats = updates["batch_stats"]
       else:
         logits, batch_stats = apply(variables, x, train=False), state.batch_stats

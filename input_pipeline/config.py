@@ -2,6 +2,8 @@
 
 import ml_collections
 
+from input_pipeline.audio import augment as audio_augment
+
 
 def default_input_config() -> ml_collections.ConfigDict:
   """The paper's CIFAR setting (App. C.1); experiment configs override fields.
@@ -13,6 +15,8 @@ def default_input_config() -> ml_collections.ConfigDict:
   # What the patches are cut from: a file path ($SID_SHARED_DIR expanded),
   # 'skimage:<name>', 'noise:uniform_image[:HxW]'; or per-patch noise INPUTS
   # 'noise:uniform' / 'noise:normal' (paper Table 11). See sources.py.
+  # 'audio:...' sources are clips, not patches (audio/samples.py; `audio`).
+  # 'video:IMAGE' makes fake clips of IMAGE (video/samples.py; `video`).
   cfg.source = "$SID_SHARED_DIR/images/city.jpg"
   # Side P of the square patches: 32 for CIFAR students, 224 for ImageNet.
   cfg.patch_size = 32
@@ -70,4 +74,46 @@ def default_input_config() -> ml_collections.ConfigDict:
   # <cache_dir>/<hash>.npy (uint8, written atomically; the hash covers source,
   # seed, N and all chain fields) and memory-mapped on reuse.
   cfg.cache_dir = ""
+
+  # --- Audio sources (`audio:...`, input_pipeline/audio/). ---
+  cfg.audio = ml_collections.ConfigDict(dict(
+      # Length of the clips cut from a recording (the paper's 2 s); the
+      # networks see a random 1-s crop of each.
+      clip_seconds=2.0,
+      # Probability that a clip (a recording's clip i, or a labelled example
+      # at position q) goes through one augmentation, drawn uniformly from
+      # `augmentations` (audio/augment.py; all of them by default).
+      augment_p=1.0,
+      augmentations=audio_augment.NAMES,
+      # Zeros on both sides of a clip before its random 1-s crop: a time
+      # shift of up to this much (e.g. 0.1 for 1-s keyword clips).
+      pad_seconds=0.0,
+      # Length of an 'audio:noise:white|pink' recording.
+      noise_seconds=300.0))
+
+  # --- Video sources (`video:IMAGE`, input_pipeline/video/). ---
+  # Fake clips use initcrop, rrc_scale, rrc_ratio and jitter above (the
+  # official generator's values are this file's defaults); num_patches clips.
+  cfg.video = ml_collections.ConfigDict(dict(
+      # Frames per fake clip (the official generator: 16; the paper's text:
+      # 12) and their side in pixels (the official 230; with scale and crop
+      # folded into one map it only sets the preview's size).
+      frames=16,
+      frame_size=230,
+      # Each sample: clip_frames frames, every frame_stride-th, from a random
+      # start (4 at sampling rate 1 officially); the frame's side scaled to
+      # an integer uniform in short_side, a random patch_size crop of it and
+      # a horizontal flip with probability 0.5 when hflip.
+      clip_frames=4,
+      frame_stride=1,
+      short_side=(183, 229),
+      hflip=True,
+      # pytorchvideo's AugMix over the whole clip (same ops for every frame):
+      # level magnitude, chains (width), ops per chain (-1: 1-3 at random)
+      # and the Dirichlet/Beta concentration.
+      augmix=True,
+      augmix_magnitude=3,
+      augmix_width=3,
+      augmix_depth=-1,
+      augmix_alpha=1.0))
   return cfg

@@ -25,6 +25,11 @@ touching test images. Paths may use `$SID_SHARED_DIR`. Folder, imagenet_folder
 and TFDS images are decoded lazily, one batch at a time. TensorFlow is
 imported only by the tfds scheme.
 
+`audio:npz:...`, `audio:folder:...` and `audio:tfds:...` name labelled audio
+clips instead (input_pipeline/audio/labeled.py), for the `audio_segments`
+evaluator; `video:folder:...` and `video:tfds:...` labelled videos
+(input_pipeline/video/labeled.py), for the `video_clips` evaluator.
+
 Images that are not image_size x image_size get ImageNet-style
 preprocessing: resize the shorter side to resize_size (bicubic), then centre
 crop image_size (in uint8). Batches are `{'image': float32 [B,H,W,3] in [0,1],
@@ -40,6 +45,8 @@ import numpy as np
 from PIL import Image
 
 from input_pipeline import labeled_data
+from input_pipeline.audio import labeled as audio_labeled
+from input_pipeline.video import labeled as video_labeled
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +114,7 @@ def load_eval_set(
     resize_size: int | None = None,
     max_examples: int | None = None,
     cache_dir: str | None = None,
-) -> EvalSet:
+) -> EvalSet | audio_labeled.LabeledClips | video_labeled.LabeledVideos:
   """Loads the eval set described by `spec` (see the module docstring).
 
   Args:
@@ -120,8 +127,15 @@ def load_eval_set(
       if None.
 
   Returns:
-    The EvalSet.
+    The EvalSet; labelled clips for an `audio:` spec, labelled videos for a
+    `video:` spec.
   """
+  if spec.startswith(audio_labeled.PREFIX):
+    return audio_labeled.load(spec, max_examples)
+  if spec.startswith(video_labeled.PREFIX):
+    return video_labeled.load(spec, image_size=image_size,
+                              resize_size=resize_size,
+                              max_examples=max_examples)
   scheme, separator, argument = spec.partition(":")
   names = ", ".join(labeled_data.SCHEMES.names())
   if not separator or not argument:

@@ -10,8 +10,14 @@ Streams keep random quantities independent; the ranges in use are
   201      epoch permutation of a fixed set (train_data.py)
   211-212  teacher-guided selection (selection.py)
   301-302  per-sample noise inputs (image/sources.py)
+  401-406  audio clips of one recording (audio/clips.py)
+  411-414  augmentation of labelled audio clips (audio/samples.py)
+  421      noise recordings (audio/recording.py)
+  501-516  fake clips of one image (video/clips.py)
+  521-525  distillation-time views of fake clips (video/augment.py)
+  531      AugMix of fake clips (video/augment.py)
 
-and a new generator (audio clips, fake videos) takes a fresh range.
+and a new generator (e.g. fake videos) takes a fresh range.
 
 numpy only: this module runs on accelerator hosts without TensorFlow.
 """

@@ -16,10 +16,18 @@ A labelled dataset source (`dataset:folder:...`, `dataset:tar:...`,
 size (num_patches is ignored): q shows example perm_e[q % N], augmented like a
 patch, and the batches also carry the examples' labels (`has_labels`).
 
-Every batch is a dict: 'image' uint8 [b, P, P, 3], plus 'label' int32 [b]
+An audio source (`audio:...`, input_pipeline/audio/samples.py) takes the
+audio sample path: the same positions and epoch order over clips of one
+recording or labelled clips, in batches of the same dict shape. A video
+source (`video:IMAGE`, input_pipeline/video/samples.py) takes the video
+sample path: the same positions and epoch order over fake clips of one
+image, rendered by the same renderer, one affine map per frame.
+
+Every batch is a dict: 'image' uint8 [b, P, P, 3] (audio: int16 waveforms
+[b, 16000, 1]; video: uint8 clips [b, T, P, P, 3]), plus 'label' int32 [b]
 for a labelled source. Patches are rendered and augmented by the renderer of
-`input.backend` (input_pipeline/image/renderer.py); TensorFlow (backend 'tf')
-and jax (backend 'jax') are imported only when that backend is used.
+`input.backend` (input_pipeline/image/renderer.py); TensorFlow (backend
+'tf') and jax (backend 'jax') are imported only when that backend is used.
 """
 
 import functools
@@ -33,6 +41,8 @@ from big_vision_sid import workdir
 from input_pipeline import dataset_source
 from input_pipeline import randomness
 from input_pipeline import selection
+from input_pipeline.audio import samples as audio_samples
+from input_pipeline.video import samples as video_samples
 from input_pipeline.image import augment
 from input_pipeline.image import patch_params
 from input_pipeline.image import renderer as renderer_lib
@@ -46,11 +56,19 @@ _RENDER_CHUNK = 512
 
 def has_labels(input_cfg: Any) -> bool:
   """Whether the batches carry 'label': the source is a labelled dataset."""
+  if audio_samples.is_audio_source(input_cfg.source):
+    return audio_samples.has_labels(input_cfg)
+  if video_samples.is_video_source(input_cfg.source):
+    return False
   return dataset_source.is_dataset_source(input_cfg.source)
 
 
 def patches_per_epoch(input_cfg: Any) -> int | None:
   """N of the fixed dataset, or None for an endless stream."""
+  if audio_samples.is_audio_source(input_cfg.source):
+    return audio_samples.examples_per_epoch(input_cfg)
+  if video_samples.is_video_source(input_cfg.source):
+    return video_samples.examples_per_epoch(input_cfg)
   if has_labels(input_cfg):
     return len(_labeled_dataset(input_cfg))
   if input_cfg.num_patches < 0:
@@ -119,6 +137,11 @@ def patch_loader(input_cfg: Any, seed: int
   large pool chunk by chunk.
   """
   size = input_cfg.patch_size
+  if (audio_samples.is_audio_source(input_cfg.source) or
+      video_samples.is_video_source(input_cfg.source)):
+    raise ValueError(f"Source '{input_cfg.source}' has clips, not image "
+                     "patches: patch selection and int8 calibration are "
+                     "image-only.")
   if sources.is_noise_input(input_cfg.source):
     return lambda indices: sources.noise_patches(
         input_cfg.source, seed, np.asarray(indices, np.int64).reshape(-1), size)
@@ -279,8 +302,26 @@ def make_train_iterator(input_cfg: Any, *, seed: int, start_step: int = 0,
   Returns:
     An endless iterator of dicts with b = batch_size // process_count:
     'image' uint8 [b, P, P, 3] (numpy for backend 'tf', a jax array for
-    'jax') and, when `has_labels(input_cfg)`, 'label' int32 [b] (numpy).
+    'jax'; audio sources: int16 [b, 16000, 1] numpy; video sources: uint8
+    [b, T, P, P, 3] numpy) and, when
+    `has_labels(input_cfg)`, 'label' int32 [b] (numpy).
   """
+  if audio_samples.is_audio_source(input_cfg.source):
+    if pool_weights is not None:
+      raise ValueError("Patch selection is image-only; audio sources need "
+                       "input.selection='none'.")
+    return audio_samples.make_train_iterator(
+        input_cfg, seed=seed, start_step=start_step,
+        process_index=process_index, process_count=process_count,
+        example_indices=functools.partial(patch_indices, input_cfg, seed))
+  if video_samples.is_video_source(input_cfg.source):
+    if pool_weights is not None:
+      raise ValueError("Patch selection is image-only; video sources need "
+                       "input.selection='none'.")
+    return video_samples.make_train_iterator(
+        input_cfg, seed=seed, start_step=start_step,
+        process_index=process_index, process_count=process_count,
+        example_indices=functools.partial(patch_indices, input_cfg, seed))
   step_inputs = _StepInputs(input_cfg, seed, process_index, process_count,
                             pool_weights)
   renderer = renderer_lib.make_renderer(input_cfg.backend, step_inputs.image,

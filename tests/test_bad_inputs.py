@@ -103,10 +103,10 @@ CASES = [
     Case(_config("optim.schedule=linear"), "optim.schedule='linear' is not valid: must be a known lr schedule (constant, cosine, step)."),
     Case(_config("input.selection=random"), "input.selection='random' is not valid: must be a known patch selection (none,"),
     Case(_config("input.train_augment=flip"), "input.train_augment='flip' is not valid: must be a known train augmentation (none, flip_crop, rrc_flip)."),
-    Case(_config("student.name=resnet9"), "student.name='resnet9' is not valid: must be a known model (cifar_resnet110,"),
+    Case(_config("student.name=resnet9"), "student.name='resnet9' is not valid: must be a known model (audio_cnn, audio_cnn_x2, cifar_resnet110,"),
     Case(_config("teacher.format=pt"), "teacher.format='pt' is not valid: must be a known teacher format (akamaster_cifar_resnet,"),
     Case(_config("compute_dtype=float64"), "compute_dtype='float64' is not valid: must be a known compute dtype (float32, bfloat16, float16)."),
-    Case(_config("eval.name=regression"), "eval.name='regression' is not valid: must be a known evaluator (classification)."),
+    Case(_config("eval.name=regression"), "eval.name='regression' is not valid: must be a known evaluator (audio_segments, classification"),
     # Command-line mistakes (absl/ml_collections parsing).
     Case(_config("no_such_key=1"), "error: unknown config key 'no_such_key'"),
     Case(_config("input.batch_size=abc"), "error: bad command line:"),

@@ -153,7 +153,8 @@ def test_partners_pair_each_example_with_another_of_the_batch(partner):
 
 
 def test_cutmix_on_inputs_without_a_channel_axis_and_with_two():
-  # Spectrograms [B, T, F] and clips [B, H, W, T, C]: the box spans axes 1, 2.
+  # Spectrograms [B, T, F]: the box spans axes 1, 2; clips [B, T, H, W, C]:
+  # it spans H and W (axes 2, 3) in every frame.
   key = jax.random.key(5)
   spectrograms = jnp.broadcast_to(
       jnp.arange(4, dtype=jnp.float32)[:, None, None], (4, 16, 12))
@@ -165,7 +166,7 @@ def test_cutmix_on_inputs_without_a_channel_axis_and_with_two():
                                 * np.ones((1, inside.sum())))
   np.testing.assert_array_equal(out[:, ~inside], np.arange(4)[:, None]
                                 * np.ones((1, (~inside).sum())))
-  clips = jnp.broadcast_to(spectrograms[..., None, None], (4, 16, 12, 3, 2))
+  clips = jnp.broadcast_to(spectrograms[:, None, ..., None], (4, 3, 16, 12, 2))
   np.testing.assert_array_equal(
       np.asarray(mixing.mix_images(key, clips, "cutmix", 1.0)),
-      np.broadcast_to(out[..., None, None], (4, 16, 12, 3, 2)))
+      np.broadcast_to(out[:, None, ..., None], (4, 3, 16, 12, 2)))

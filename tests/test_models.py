@@ -19,6 +19,10 @@ _SHAPE_CASES = {
     "resnet34": (10, 64), "resnet50": (10, 64), "resnet101": (1000, 224),
     "resnet50x2": (1000, 224), "efficientnet_lite0": (10, 64),
     "vit_s16": (10, 32), "vit_b16": (1000, 224),
+    # Waveform models read any input as samples (test_audio_model.py).
+    "audio_cnn": (10, 64), "audio_cnn_x2": (12, 64),
+    # Images are one-frame clips; tests/test_video_x3d.py runs real clips.
+    "x3d_xs": (400, 32), "x3d_w5_d3": (101, 32), "x3d_tiny": (10, 32),
 }
 # Published parameter counts (torchvision, akamaster, timm).
 _PARAM_COUNTS = {
@@ -53,8 +57,8 @@ def test_forward_shape_abstract(name):
   overrides = {"patch_size": 8} if name == "vit_s16" else {}
   model = models.build_model(name, num_classes, **overrides)
   variables = _abstract_variables(model, size)
-  expected = {"params"} if name.startswith("vit") else {"params",
-                                                        "batch_stats"}
+  expected = ({"params"} if name.startswith(("vit", "audio"))
+              else {"params", "batch_stats"})
   assert set(variables) == expected
   logits = jax.eval_shape(model.apply, variables,
                           jnp.zeros((2, size, size, 3)))

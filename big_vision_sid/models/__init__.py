@@ -1,9 +1,11 @@
 """Teacher and student networks, selected by name from `MODELS`.
 
 Every model maps NHWC float images (already normalised) to float32 logits
-`[batch, num_classes]` with `__call__(x, train=False)`. `dtype` is the
-compute dtype; parameters stay float32. CNN variables are
-{'params', 'batch_stats'}; ViTs have only 'params'.
+`[batch, num_classes]` with `__call__(x, train=False)`; the audio CNNs map
+waveforms [batch, T, 1] instead, the X3Ds clips [batch, T, H, W, 3] (an
+image is a one-frame clip). `dtype` is the compute dtype; parameters
+stay float32. CNN variables are {'params', 'batch_stats'}; ViTs and the
+audio CNNs (GroupNorm) have only 'params'.
 """
 
 import functools
@@ -12,12 +14,14 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from big_vision_sid.models import audio_cnn
 from big_vision_sid.models import cifar_resnet
 from big_vision_sid.models import efficientnet
 from big_vision_sid.models import resnet
 from big_vision_sid.models import vgg
 from big_vision_sid.models import vit
 from big_vision_sid.models import wrn
+from big_vision_sid.models import x3d
 from big_vision_sid.registry import Registry
 
 # Each entry is a module factory called as `factory(num_classes=, dtype=)`.
@@ -42,6 +46,17 @@ MODELS.register("vit_s16")(
 MODELS.register("vit_b16")(
     functools.partial(vit.ViT, width=768, depth=12, num_heads=12,
                       mlp_dim=3072))
+MODELS.register("audio_cnn")(audio_cnn.AudioCNN)
+MODELS.register("audio_cnn_x2")(functools.partial(
+    audio_cnn.AudioCNN, widths=tuple(2 * w for w in audio_cnn.WIDTHS)))
+# The paper's video teacher (4 frames at 160 px) and the official student,
+# create_x3d(width_factor=5, depth_factor=3); x3d_tiny is for CPU smoke runs.
+MODELS.register("x3d_xs")(x3d.X3D)
+MODELS.register("x3d_w5_d3")(functools.partial(
+    x3d.X3D, width_factor=5.0, depth_factor=3.0))
+MODELS.register("x3d_tiny")(functools.partial(
+    x3d.X3D, width_factor=0.5, depth_factor=0.5, head_dim_out=128,
+    crop_size=32))
 
 
 def build_model(name: str, num_classes: int, dtype: Any = jnp.float32,
