@@ -17,10 +17,12 @@ Streams keep random quantities independent; the ranges in use are
   521-525  distillation-time views of fake clips (video/augment.py)
   531      AugMix of fake clips (video/augment.py)
 
-and a new generator (e.g. fake videos) takes a fresh range.
+and a new generator takes a fresh range.
 
 numpy only: this module runs on accelerator hosts without TensorFlow.
 """
+
+from typing import Any
 
 import numpy as np
 
@@ -59,3 +61,29 @@ def hash_uniform(seed: int, index, stream: int, counter=0) -> np.ndarray:
     h = _mix(h ^ (np.uint64(stream) * np.uint64(_GOLDEN)))
     h = _mix(h ^ (_as_u64(counter) + np.uint64(0xD1B54A32D192ED03)))
   return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+class Draws:
+  """The uniform draws of one clip: hashes of (seed, key, stream, counter).
+
+  Each call consumes the next counters, so a fixed sequence of calls gives
+  the same numbers whatever else runs.
+  """
+
+  def __init__(self, seed: int, key: int, stream: int):
+    self._seed, self._key, self._stream = seed, int(key), stream
+    self._count = 0
+
+  def uniform(self, size: int | None = None) -> Any:
+    """A float in [0, 1) (size None) or float64 [size]."""
+    num = 1 if size is None else size
+    counters = np.arange(self._count, self._count + num, dtype=np.int64)
+    self._count += num
+    values = hash_uniform(self._seed, self._key, self._stream,
+                                     counters)
+    return float(values[0]) if size is None else values
+
+  def normal(self, size: int) -> np.ndarray:
+    """Standard normal float64 [size] (Box-Muller on two uniforms each)."""
+    radius = np.sqrt(-2.0 * np.log1p(-self.uniform(size)))
+    return radius * np.cos(2.0 * np.pi * self.uniform(size))

@@ -54,21 +54,31 @@ _CACHE_FORMAT = 1
 _RENDER_CHUNK = 512
 
 
+# The sample generators of the clip modalities, by their source test; each
+# module has has_labels, examples_per_epoch and make_train_iterator.
+_CLIP_MODALITIES = ((audio_samples.is_audio_source, audio_samples),
+                    (video_samples.is_video_source, video_samples))
+
+
+def _clip_modality(source: str) -> Any:
+  """The sample module of an audio or video source; None for image sources."""
+  return next((module for is_source, module in _CLIP_MODALITIES
+               if is_source(source)), None)
+
+
 def has_labels(input_cfg: Any) -> bool:
   """Whether the batches carry 'label': the source is a labelled dataset."""
-  if audio_samples.is_audio_source(input_cfg.source):
-    return audio_samples.has_labels(input_cfg)
-  if video_samples.is_video_source(input_cfg.source):
-    return False
+  modality = _clip_modality(input_cfg.source)
+  if modality is not None:
+    return modality.has_labels(input_cfg)
   return dataset_source.is_dataset_source(input_cfg.source)
 
 
 def patches_per_epoch(input_cfg: Any) -> int | None:
   """N of the fixed dataset, or None for an endless stream."""
-  if audio_samples.is_audio_source(input_cfg.source):
-    return audio_samples.examples_per_epoch(input_cfg)
-  if video_samples.is_video_source(input_cfg.source):
-    return video_samples.examples_per_epoch(input_cfg)
+  modality = _clip_modality(input_cfg.source)
+  if modality is not None:
+    return modality.examples_per_epoch(input_cfg)
   if has_labels(input_cfg):
     return len(_labeled_dataset(input_cfg))
   if input_cfg.num_patches < 0:
@@ -137,8 +147,7 @@ def patch_loader(input_cfg: Any, seed: int
   large pool chunk by chunk.
   """
   size = input_cfg.patch_size
-  if (audio_samples.is_audio_source(input_cfg.source) or
-      video_samples.is_video_source(input_cfg.source)):
+  if _clip_modality(input_cfg.source) is not None:
     raise ValueError(f"Source '{input_cfg.source}' has clips, not image "
                      "patches: patch selection and int8 calibration are "
                      "image-only.")
@@ -306,19 +315,12 @@ def make_train_iterator(input_cfg: Any, *, seed: int, start_step: int = 0,
     [b, T, P, P, 3] numpy) and, when
     `has_labels(input_cfg)`, 'label' int32 [b] (numpy).
   """
-  if audio_samples.is_audio_source(input_cfg.source):
+  modality = _clip_modality(input_cfg.source)
+  if modality is not None:
     if pool_weights is not None:
-      raise ValueError("Patch selection is image-only; audio sources need "
-                       "input.selection='none'.")
-    return audio_samples.make_train_iterator(
-        input_cfg, seed=seed, start_step=start_step,
-        process_index=process_index, process_count=process_count,
-        example_indices=functools.partial(patch_indices, input_cfg, seed))
-  if video_samples.is_video_source(input_cfg.source):
-    if pool_weights is not None:
-      raise ValueError("Patch selection is image-only; video sources need "
-                       "input.selection='none'.")
-    return video_samples.make_train_iterator(
+      raise ValueError(f"Patch selection is image-only; source "
+                       f"'{input_cfg.source}' needs input.selection='none'.")
+    return modality.make_train_iterator(
         input_cfg, seed=seed, start_step=start_step,
         process_index=process_index, process_count=process_count,
         example_indices=functools.partial(patch_indices, input_cfg, seed))

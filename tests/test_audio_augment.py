@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from input_pipeline import randomness
 from input_pipeline.audio import augment
 
 SR = 16_000
@@ -17,7 +18,7 @@ def _apply(name, params, x, draws=None, background=None):
   aug = augment.AUGMENTATIONS.get(name)
   assert len(x) == aug.input_length(params, N)
   return aug.apply(np.asarray(x, np.float64), N, params,
-                   draws or augment.Draws(0, 0, 999), background)
+                   draws or randomness.Draws(0, 0, 999), background)
 
 
 def _tone(length, hz, amplitude=0.3):
@@ -50,13 +51,13 @@ def _band_power(y, lo, hi):
 
 
 def test_draws_are_a_pure_function_of_seed_key_stream():
-  a, b = augment.Draws(7, 3, 404), augment.Draws(7, 3, 404)
+  a, b = randomness.Draws(7, 3, 404), randomness.Draws(7, 3, 404)
   first = a.uniform(5)
   np.testing.assert_array_equal(first, b.uniform(5))
   # The next call continues the counters instead of repeating them.
   assert not np.array_equal(a.uniform(5), first)
-  assert not np.array_equal(augment.Draws(7, 4, 404).uniform(5), first)
-  normal = augment.Draws(1, 2, 3).normal(200_000)
+  assert not np.array_equal(randomness.Draws(7, 4, 404).uniform(5), first)
+  normal = randomness.Draws(1, 2, 3).normal(200_000)
   assert abs(normal.mean()) < 0.01 and abs(normal.std() - 1) < 0.01
 
 
@@ -111,7 +112,7 @@ def test_pitch_shift_changes_pitch_not_tempo():
 @pytest.mark.parametrize("name", ["white_noise", "pink_noise"])
 def test_noise_is_added_at_the_snr_with_its_spectrum(name):
   x = _tone(N, 440, amplitude=0.2)
-  y = _apply(name, {"snr_db": 10.0}, x, augment.Draws(3, 1, 405))
+  y = _apply(name, {"snr_db": 10.0}, x, randomness.Draws(3, 1, 405))
   noise = y - x
   expected_rms = 0.2 / math.sqrt(2) * 10 ** (-10 / 20)
   assert np.sqrt(np.mean(noise ** 2)) == pytest.approx(expected_rms, rel=1e-6)
@@ -119,7 +120,7 @@ def test_noise_is_added_at_the_snr_with_its_spectrum(name):
   per_octave = _band_power(noise, 2000, 4000) / _band_power(noise, 500, 1000)
   assert per_octave == pytest.approx(4.0 if name == "white_noise" else 1.0,
                                      rel=0.2)
-  again = _apply(name, {"snr_db": 10.0}, x, augment.Draws(3, 1, 405))
+  again = _apply(name, {"snr_db": 10.0}, x, randomness.Draws(3, 1, 405))
   np.testing.assert_array_equal(y, again)
 
 
@@ -171,8 +172,8 @@ def test_reverb_decays_60_db_in_rt60():
   impulse = np.zeros(N)
   impulse[0] = 1.0
   params = {"rt60": 0.6, "wet": 0.5}
-  y = _apply("reverb", params, impulse, augment.Draws(5, 0, 405))
-  response = augment.reverb_impulse_response(augment.Draws(5, 0, 405), 0.6)
+  y = _apply("reverb", params, impulse, randomness.Draws(5, 0, 405))
+  response = augment.reverb_impulse_response(randomness.Draws(5, 0, 405), 0.6)
   np.testing.assert_allclose(y[1:len(response)], 0.5 * response[1:],
                              atol=1e-12)
   assert y[0] == pytest.approx(0.5 + 0.5 * response[0])

@@ -8,7 +8,7 @@ import pytest
 
 from input_pipeline import config as config_lib
 from input_pipeline import train_data
-from input_pipeline.audio.augment import Draws
+from input_pipeline.randomness import Draws
 from input_pipeline.image import renderer as renderer_lib
 from input_pipeline.video import augment
 from input_pipeline.video import clips

@@ -5,7 +5,7 @@ every clip cut from the recording. The libraries are not used: AugLy's and
 audiomentations' random transforms draw their parameters from process-global
 generators (Python's `random`, numpy's global state), so a clip would depend
 on which worker made it and on what ran before. Here every random number is
-`randomness.hash_uniform(seed, key, stream, counter)` (`Draws`), so the clip
+`randomness.hash_uniform(seed, key, stream, counter)` (`randomness.Draws`), so the clip
 of key k is the same in any batching, process or resumed run.
 
 `AUGMENTATIONS` maps a name to an `Augmentation`: `sample(draws)` draws its
@@ -49,32 +49,6 @@ _MIN_RMS = 10 ** (-50 / 20)
 _CLICK = np.hanning(33)
 
 
-class Draws:
-  """The uniform draws of one clip: hashes of (seed, key, stream, counter).
-
-  Each call consumes the next counters, so a fixed sequence of calls gives
-  the same numbers whatever else runs.
-  """
-
-  def __init__(self, seed: int, key: int, stream: int):
-    self._seed, self._key, self._stream = seed, int(key), stream
-    self._count = 0
-
-  def uniform(self, size: int | None = None) -> Any:
-    """A float in [0, 1) (size None) or float64 [size]."""
-    num = 1 if size is None else size
-    counters = np.arange(self._count, self._count + num, dtype=np.int64)
-    self._count += num
-    values = randomness.hash_uniform(self._seed, self._key, self._stream,
-                                     counters)
-    return float(values[0]) if size is None else values
-
-  def normal(self, size: int) -> np.ndarray:
-    """Standard normal float64 [size] (Box-Muller on two uniforms each)."""
-    radius = np.sqrt(-2.0 * np.log1p(-self.uniform(size)))
-    return radius * np.cos(2.0 * np.pi * self.uniform(size))
-
-
 class Streams(NamedTuple):
   """The hash streams of one use of the catalogue (see randomness.py)."""
   apply: int    # whether a clip is augmented
@@ -86,8 +60,8 @@ class Streams(NamedTuple):
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
   """One augmentation; see the module docstring."""
-  sample: Callable[[Draws], Params]
-  apply: Callable[[np.ndarray, int, Params, Draws, np.ndarray | None],
+  sample: Callable[[randomness.Draws], Params]
+  apply: Callable[[np.ndarray, int, Params, randomness.Draws, np.ndarray | None],
                   np.ndarray]
   input_length: Callable[[Params, int], int]
 
@@ -97,7 +71,7 @@ def _same_length(params: Params, length: int) -> int:
   return length
 
 
-def _register(name: str, sample: Callable[[Draws], Params],
+def _register(name: str, sample: Callable[[randomness.Draws], Params],
               input_length: Callable[[Params, int], int] = _same_length):
   def decorator(apply):
     AUGMENTATIONS.register(name)(Augmentation(sample, apply, input_length))
@@ -211,7 +185,7 @@ def pink(white: np.ndarray) -> np.ndarray:
   return np.fft.irfft(spectrum, len(white))
 
 
-def reverb_impulse_response(draws: Draws, rt60: float) -> np.ndarray:
+def reverb_impulse_response(draws: randomness.Draws, rt60: float) -> np.ndarray:
   """Exponentially decaying noise, -60 dB at rt60 seconds, unit energy."""
   length = max(1, int(rt60 * SAMPLE_RATE))
   decay = np.exp(-math.log(1000) * np.arange(length) / (rt60 * SAMPLE_RATE))
@@ -367,7 +341,7 @@ def draw_plan(names: tuple[str, ...], p: float, seed: int, key: int,
   choice = int(randomness.hash_uniform(seed, key, streams.choice) * len(names))
   name = names[min(choice, len(names) - 1)]
   return Plan(name, AUGMENTATIONS.get(name).sample(
-      Draws(seed, key, streams.params)))
+      randomness.Draws(seed, key, streams.params)))
 
 
 def apply_plan(plan: Plan, segment: np.ndarray, length: int, seed: int,
@@ -392,7 +366,7 @@ def apply_plan(plan: Plan, segment: np.ndarray, length: int, seed: int,
     return np.asarray(segment[:length], np.float64)
   return AUGMENTATIONS.get(plan.name).apply(
       np.asarray(segment, np.float64), length, plan.params,
-      Draws(seed, key, streams.samples), background)
+      randomness.Draws(seed, key, streams.samples), background)
 
 
 def to_int16(x: np.ndarray) -> np.ndarray:

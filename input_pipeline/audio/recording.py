@@ -24,6 +24,7 @@ import numpy as np
 from big_vision_sid import paths
 from input_pipeline.audio import PREFIX
 from input_pipeline.audio import SAMPLE_RATE
+from input_pipeline import randomness
 from input_pipeline.audio import augment
 
 NOISE_PREFIX = "noise:"
@@ -36,7 +37,7 @@ _CONVERT = ("convert it, e.g. `sox IN -r 16000 -c 1 OUT.wav` or "
 
 def noise_recording(kind: str, seed: int, seconds: float) -> np.ndarray:
   """White or pink Gaussian noise, float32 [seconds * 16000], RMS 0.1."""
-  white = augment.Draws(seed, 0, _NOISE_STREAM).normal(
+  white = randomness.Draws(seed, 0, _NOISE_STREAM).normal(
       int(seconds * SAMPLE_RATE))
   noise = white if kind == "white" else augment.pink(white)
   return (noise * (_NOISE_RMS / np.sqrt(np.mean(noise ** 2)))).astype(

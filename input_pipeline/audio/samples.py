@@ -22,13 +22,11 @@ A worker thread prepares input.prefetch batches ahead of the step. Neither
 TensorFlow nor jax is needed (tfds sources import TensorFlow).
 """
 
-import collections
-import concurrent.futures
-import itertools
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from input_pipeline import ordered_prefetch
 from input_pipeline.audio import PREFIX
 from input_pipeline.audio import augment
 from input_pipeline.audio import clips as clips_lib
@@ -133,32 +131,6 @@ class _StepInputs:
     return batch
 
 
-def _prefetched(load: Callable[[int], Batch], start_step: int,
-                prefetch: int) -> Iterator[Batch]:
-  """load(start_step), load(start_step + 1), ..., `prefetch` ahead in a thread.
-
-  The first batch is made before returning, so bad inputs fail here.
-  """
-  first = load(start_step)
-
-  def generate():
-    yield first
-    steps = itertools.count(start_step + 1)
-    if prefetch <= 0:
-      yield from map(load, steps)
-      return
-    with concurrent.futures.ThreadPoolExecutor(
-        1, thread_name_prefix="audio-batches") as pool:
-      pending = collections.deque(pool.submit(load, next(steps))
-                                  for _ in range(prefetch))
-      while True:
-        batch = pending.popleft().result()
-        pending.append(pool.submit(load, next(steps)))
-        yield batch
-
-  return generate()
-
-
 def make_train_iterator(input_cfg: Any, *, seed: int, start_step: int,
                         process_index: int, process_count: int,
                         example_indices: Callable[[np.ndarray], np.ndarray]
@@ -177,6 +149,7 @@ def make_train_iterator(input_cfg: Any, *, seed: int, start_step: int,
   Returns:
     An endless iterator of numpy batches (see the module docstring).
   """
-  return _prefetched(_StepInputs(input_cfg, seed, process_index,
-                                 process_count, example_indices),
-                     start_step, input_cfg.prefetch)
+  return ordered_prefetch.ordered_batches(
+      _StepInputs(input_cfg, seed, process_index, process_count,
+                  example_indices),
+      start_step, workers=1, ahead=input_cfg.prefetch, name="audio-batches")

@@ -24,7 +24,7 @@ pixel units for the official uint8 clips, i.e. black; so it is here.
 
 AugMix's ops follow torchvision's uint8 semantics (each op returns uint8:
 truncation, except the geometric ops, which round) with every random number a
-counter-based draw of (seed, q) (`Draws`): pytorchvideo draws from torch's
+counter-based draw of (seed, q) (`randomness.Draws`): pytorchvideo draws from torch's
 global generator, which would make a clip depend on the worker that made it.
 numpy only.
 """
@@ -34,7 +34,6 @@ from typing import Any, Callable
 import numpy as np
 
 from input_pipeline import randomness
-from input_pipeline.audio.augment import Draws
 from input_pipeline.video import clips
 
 # Hash streams (randomness.py: 521-525, 531).
@@ -267,7 +266,7 @@ AUGMIX_OPS: dict[str, Callable[[np.ndarray, float, float], np.ndarray]] = {
 _OP_NAMES = tuple(AUGMIX_OPS)
 
 
-def _gamma(draws: Draws, alpha: float) -> float:
+def _gamma(draws: randomness.Draws, alpha: float) -> float:
   """Gamma(alpha, 1) by Marsaglia and Tsang (boosted below alpha = 1)."""
   boost = 1.0
   if alpha < 1.0:
@@ -286,7 +285,7 @@ def _gamma(draws: Draws, alpha: float) -> float:
 Plan = tuple[np.ndarray, float, list[list[tuple[str, float, float]]]]
 
 
-def augmix_plan(draws: Draws, video_cfg: Any) -> Plan:
+def augmix_plan(draws: randomness.Draws, video_cfg: Any) -> Plan:
   """AugMix's random choices for one clip, in pytorchvideo's order.
 
   Returns:
@@ -322,7 +321,7 @@ def augmix(clip: np.ndarray, seed: int, position: int,
   m * clip + (1 - m) * sum_i w_i chain_i(clip), truncated to uint8, where
   each chain applies its ops in turn to the original clip.
   """
-  weights, m, chains = augmix_plan(Draws(seed, position, _AUGMIX), video_cfg)
+  weights, m, chains = augmix_plan(randomness.Draws(seed, position, _AUGMIX), video_cfg)
   mixed = np.zeros(clip.shape, np.float32)
   for weight, ops in zip(weights, chains):
     chained = clip

@@ -16,14 +16,12 @@ threads (input.num_parallel_calls; -1: one per CPU) prepare up to
 max(input.prefetch, workers) batches ahead of the step, in order.
 """
 
-import collections
-import concurrent.futures
-import itertools
 import os
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from input_pipeline import ordered_prefetch
 from input_pipeline.image import renderer as renderer_lib
 from input_pipeline.image import sources
 from input_pipeline.video import PREFIX
@@ -55,6 +53,12 @@ def load_image(input_cfg: Any) -> np.ndarray:
   image = sources.load_source_image(input_cfg.source[len(PREFIX):])
   sources.check_image_size(image.shape[:2], 1, input_cfg.initcrop)
   return image
+
+
+def has_labels(input_cfg: Any) -> bool:
+  """Fake clips of one image carry no labels."""
+  del input_cfg
+  return False
 
 
 def examples_per_epoch(input_cfg: Any) -> int | None:
@@ -107,29 +111,6 @@ class _StepInputs:
     return {"image": batch}
 
 
-def _ordered_prefetch(load: Callable[[int], Batch], start_step: int,
-                      workers: int, ahead: int) -> Iterator[Batch]:
-  """load(start_step), load(start_step + 1), ... from `workers` threads.
-
-  The first batch is made before returning, so bad inputs fail here.
-  """
-  first = load(start_step)
-
-  def generate():
-    yield first
-    steps = itertools.count(start_step + 1)
-    with concurrent.futures.ThreadPoolExecutor(
-        workers, thread_name_prefix="video-batches") as pool:
-      pending = collections.deque(pool.submit(load, next(steps))
-                                  for _ in range(ahead))
-      while True:
-        batch = pending.popleft().result()
-        pending.append(pool.submit(load, next(steps)))
-        yield batch
-
-  return generate()
-
-
 def make_train_iterator(input_cfg: Any, *, seed: int, start_step: int,
                         process_index: int, process_count: int,
                         example_indices: Callable[[np.ndarray], np.ndarray]
@@ -152,5 +133,6 @@ def make_train_iterator(input_cfg: Any, *, seed: int, start_step: int,
                      example_indices)
   workers = ((os.cpu_count() or 1) if input_cfg.num_parallel_calls == -1
              else input_cfg.num_parallel_calls)
-  return _ordered_prefetch(load, start_step, workers,
-                           max(input_cfg.prefetch, workers))
+  return ordered_prefetch.ordered_batches(
+      load, start_step, workers=workers, ahead=max(input_cfg.prefetch, workers),
+      name="video-batches")
