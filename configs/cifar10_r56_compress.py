@@ -31,7 +31,14 @@ safetensors state dict loadable into akamaster's resnet56):
 
   python -m big_vision_sid.export --workdir=workdirs/r56_prune50 --format=safetensors
 
-Measured results and runtimes: README, "Compress your model with one image".
+Measured (2026-12-02, 2-core CPU, 1,017 exact test images, 300 steps of
+batch 64, one core per run, 320-390 s of training, <= 9 minutes wall):
+:prune50 93.12% (agreement 98.23%) on both seeds vs dense 92.72% and one-shot
+92.72% (96.46%); :int8 93.12% (99.41%), post-training int8 93.02% (98.92%);
+:prune75 57.92% (58.01%), below one-shot 62.54%: this recipe does not
+recover 75% sparsity. Default lr: 1e-4, 1e-3 from 75% sparsity (chosen on
+the validation split). Full table, validation runs and sizes: README,
+"Compress your model with one image".
 """
 
 import ml_collections
@@ -55,8 +62,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.input.batch_size = 64
   config.total_steps = 300
   config.mixing.update(dict(mode="cutmix", alpha=1.0, partner="roll"))
-  # A trained network: a small learning rate keeps it where it is.
-  config.optim.update(dict(name="adam", lr=1e-4, schedule="cosine",
+  # A trained network: a small learning rate keeps it where it is; 75% and
+  # more sparsity needs 10x more to recover (validation split: README).
+  lr = 1e-3 if (_ARGS[arg] or 0.0) >= 0.75 else 1e-4
+  config.optim.update(dict(name="adam", lr=lr, schedule="cosine",
                            warmup_steps=0))
   config.compress.bn = "frozen"
   if arg == "int8":
