@@ -39,6 +39,7 @@ import numpy as np
 from big_vision_sid import paths
 from big_vision_sid import workdir
 from input_pipeline import dataset_source
+from input_pipeline import host_positions
 from input_pipeline import randomness
 from input_pipeline import selection
 from input_pipeline.audio import samples as audio_samples
@@ -242,16 +243,12 @@ class _StepInputs:
 
   def __init__(self, input_cfg: Any, seed: int, process_index: int,
                process_count: int, pool_weights: np.ndarray | None):
-    batch = input_cfg.batch_size
-    if batch % process_count or not 0 <= process_index < process_count:
-      raise ValueError(
-          f"batch_size {batch} must split evenly over process_count "
-          f"{process_count} (process_index {process_index}).")
+    self.host = host_positions.HostPositions(
+        input_cfg.batch_size, process_index, process_count)
     self.cfg = input_cfg
     self.seed = seed
     self.pool_weights = pool_weights
-    self.per_host = batch // process_count
-    self.first_row = process_index * self.per_host
+    self.per_host = self.host.per_host
     self.noise = sources.is_noise_input(input_cfg.source)
     # Ready patches indexed like the dataset: a patch cache or real images.
     self.cache = None
@@ -268,8 +265,7 @@ class _StepInputs:
 
   def __call__(self, step: int) -> dict[str, np.ndarray]:
     cfg = self.cfg
-    start = step * cfg.batch_size + self.first_row
-    positions = np.arange(start, start + self.per_host, dtype=np.int64)
+    positions = self.host.at(step)
     indices = patch_indices(cfg, self.seed, positions, self.pool_weights)
     if self.noise:
       inputs = {"patches": sources.noise_patches(

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from input_pipeline import host_positions
 from input_pipeline import ordered_prefetch
 from input_pipeline.audio import PREFIX
 from input_pipeline.audio import augment
@@ -70,15 +71,11 @@ class _StepInputs:
   def __init__(self, input_cfg: Any, seed: int, process_index: int,
                process_count: int,
                example_indices: Callable[[np.ndarray], np.ndarray]):
-    batch = input_cfg.batch_size
-    if batch % process_count or not 0 <= process_index < process_count:
-      raise ValueError(
-          f"batch_size {batch} must split evenly over process_count "
-          f"{process_count} (process_index {process_index}).")
+    self.host = host_positions.HostPositions(
+        input_cfg.batch_size, process_index, process_count)
     self.cfg = input_cfg
     self.seed = seed
-    self.per_host = batch // process_count
-    self.first_row = process_index * self.per_host
+    self.per_host = self.host.per_host
     self.example_indices = example_indices
     self.names = tuple(input_cfg.audio.augmentations)
     augment.check_names(self.names)
@@ -112,8 +109,7 @@ class _StepInputs:
 
   def __call__(self, step: int) -> Batch:
     cfg = self.cfg
-    start = step * cfg.batch_size + self.first_row
-    positions = np.arange(start, start + self.per_host, dtype=np.int64)
+    positions = self.host.at(step)
     indices = self.example_indices(positions)
     batch = {}
     if self.labeled is not None:

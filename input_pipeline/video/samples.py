@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from input_pipeline import host_positions
 from input_pipeline import ordered_prefetch
 from input_pipeline.image import renderer as renderer_lib
 from input_pipeline.image import sources
@@ -79,15 +80,11 @@ class _StepInputs:
   def __init__(self, input_cfg: Any, seed: int, process_index: int,
                process_count: int,
                example_indices: Callable[[np.ndarray], np.ndarray]):
-    batch = input_cfg.batch_size
-    if batch % process_count or not 0 <= process_index < process_count:
-      raise ValueError(
-          f"batch_size {batch} must split evenly over process_count "
-          f"{process_count} (process_index {process_index}).")
+    self.host = host_positions.HostPositions(
+        input_cfg.batch_size, process_index, process_count)
     self.cfg = input_cfg
     self.seed = seed
-    self.per_host = batch // process_count
-    self.first_row = process_index * self.per_host
+    self.per_host = self.host.per_host
     self.example_indices = example_indices
     self.image = load_image(input_cfg)
     self.renderer = renderer_lib.make_renderer(input_cfg.backend, self.image,
@@ -95,8 +92,7 @@ class _StepInputs:
 
   def __call__(self, step: int) -> Batch:
     cfg, video = self.cfg, self.cfg.video
-    start = step * cfg.batch_size + self.first_row
-    positions = np.arange(start, start + self.per_host, dtype=np.int64)
+    positions = self.host.at(step)
     params = clips.sample_clip_params(self.image.shape[:2], self.seed,
                                       self.example_indices(positions), cfg)
     frames, view = augment.sample_views(self.seed, positions, video,
