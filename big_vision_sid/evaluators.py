@@ -135,21 +135,8 @@ def evaluate_audio_segments(
         f"eval.name='audio_segments' needs labelled audio clips "
         f"(eval.dataset='audio:npz:...', 'audio:folder:...' or "
         f"'audio:tfds:...'), not '{getattr(eval_set, 'name', eval_set)}'.")
-  num_clips = eval_set.num_examples
-  sums = None
-  for batch in eval_set.segment_batches(batch_size):
-    logits = predict_fn(batch["image"])
-    batch_sums = [None if l is None else _clip_probability_sums(
-        l, batch["clip"], batch["mask"], num_clips) for l in logits]
-    sums = batch_sums if sums is None else [
-        None if a is None else a + b for a, b in zip(sums, batch_sums)]
-  # argmax of a clip's summed probabilities = argmax of their mean.
-  counts = jax.device_get(_batch_counts(
-      sums[0], sums[1], jnp.asarray(eval_set.labels),
-      jnp.ones(num_clips, bool)))
-  metrics = {name: 100.0 * float(count) / num_clips
-             for name, count in counts.items() if name != "eval_examples"}
-  metrics["eval_examples"] = num_clips
+  metrics = _mean_prediction_metrics(
+      predict_fn, eval_set.segment_batches(batch_size), "clip", eval_set.labels)
   metrics["eval_segments"] = int(eval_set.num_segments().sum())
   return metrics
 
