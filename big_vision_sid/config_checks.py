@@ -267,40 +267,51 @@ def rules() -> list[Rule]:
   ]
 
 
-def _audio_problems(config: Config) -> list[str]:
-  """Settings that audio sources (clips, not image patches) do not support."""
+def _eval_pairing_problems(config: Config, evaluator: str, prefix: str,
+                           kind: str) -> list[str]:
+  """`kind` eval sets ('PREFIX...') and the `evaluator` go together only."""
   eval_set = _get(config, "eval.dataset")
-  audio_eval = isinstance(eval_set, str) and eval_set.startswith("audio:")
-  if (_get(config, "eval.name") == "audio_segments") != audio_eval and (
+  kind_eval = isinstance(eval_set, str) and eval_set.startswith(prefix)
+  if (_get(config, "eval.name") == evaluator) != kind_eval and (
       eval_set is not _MISSING):
     return [f"eval.name={_show(_get(config, 'eval.name'))} does not fit "
-            f"eval.dataset={_show(eval_set)}: audio eval sets ('audio:...') "
-            "take eval.name='audio_segments', and only they do"]
+            f"eval.dataset={_show(eval_set)}: {kind} eval sets ('{prefix}...') "
+            f"take eval.name='{evaluator}', and only they do"]
+  return []
+
+
+def _image_only_problems(config: Config, kind: str) -> list[str]:
+  """Patch selection and int8 calibration need image patches."""
+  problems = []
+  if _get(config, "input.selection") not in ("none", _MISSING):
+    problems.append(f"input.selection={_show(_get(config, 'input.selection'))}"
+                    f" is image-only: {kind} sources need 'none'")
+  if _get(config, "compress.quantize") not in ("none", _MISSING):
+    problems.append(f"compress.quantize calibrates on image patches: {kind} "
+                    "sources need 'none'")
+  return problems
+
+
+def _audio_problems(config: Config) -> list[str]:
+  """Settings that audio sources (clips, not image patches) do not support."""
+  pairing = _eval_pairing_problems(config, "audio_segments", "audio:", "audio")
+  if pairing:
+    return pairing
   if not _is_audio(config):
     return []
   problems = [f"{field}={_get(config, field)} must hold 1 value for audio "
               "(waveforms have one channel)" for field in ("teacher.mean", "teacher.std")
               if isinstance(_get(config, field), (tuple, list))
               and len(_get(config, field)) != 1]
-  if _get(config, "input.selection") not in ("none", _MISSING):
-    problems.append(f"input.selection={_show(_get(config, 'input.selection'))}"
-                    " is image-only: audio sources need 'none'")
-  if _get(config, "compress.quantize") not in ("none", _MISSING):
-    problems.append("compress.quantize calibrates on image patches: audio "
-                    "sources need 'none'")
-  return problems
+  return problems + _image_only_problems(config, "audio")
 
 
 def _video_problems(config: Config) -> list[str]:
   """Video eval sets and settings that fake-clip sources do not support."""
-  eval_set = _get(config, "eval.dataset")
-  video_eval = isinstance(eval_set, str) and eval_set.startswith(
-      video_labeled.PREFIX)
-  if (_get(config, "eval.name") == "video_clips") != video_eval and (
-      eval_set is not _MISSING):
-    return [f"eval.name={_show(_get(config, 'eval.name'))} does not fit "
-            f"eval.dataset={_show(eval_set)}: video eval sets ('video:...') "
-            "take eval.name='video_clips', and only they do"]
+  pairing = _eval_pairing_problems(config, "video_clips", video_labeled.PREFIX,
+                                   "video")
+  if pairing:
+    return pairing
   if not _is_video(config):
     return []
   source = _get(config, "input.source")
@@ -322,13 +333,7 @@ def _video_problems(config: Config) -> list[str]:
       and _is_number(short_side[0]) and short_side[0] < patch_size):
     problems.append(f"input.video.short_side={tuple(short_side)} is below "
                     f"input.patch_size={patch_size}: the crop would not fit")
-  if _get(config, "input.selection") not in ("none", _MISSING):
-    problems.append(f"input.selection={_show(_get(config, 'input.selection'))}"
-                    " is image-only: video sources need 'none'")
-  if _get(config, "compress.quantize") not in ("none", _MISSING):
-    problems.append("compress.quantize calibrates on image patches: video "
-                    "sources need 'none'")
-  return problems
+  return problems + _image_only_problems(config, "video")
 
 
 def _cross_field_problems(config: Config) -> list[str]:
