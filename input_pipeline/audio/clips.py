@@ -128,6 +128,11 @@ def cached_clips(input_cfg: Any, seed: int) -> np.ndarray:
         indices = np.arange(first, min(first + _CACHE_CHUNK, num))
         f.write(generate_clips(recording, seed, indices,
                                input_cfg.audio).tobytes())
+        done, elapsed = indices[-1] + 1, time.time() - start
+        # Minutes of single-threaded work on a large set: say how long.
+        logging.info("Generating audio clips: %d/%d, elapsed %s, ETA %s",
+                     done, num, workdir.format_duration(elapsed),
+                     workdir.format_duration(elapsed * (num - done) / done))
     # Atomic: concurrent readers never see a partial file.
     workdir.atomic_write(path, write)
     logging.info("Generated %d audio clips in %.1fs: %s", num,
