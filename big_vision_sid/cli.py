@@ -118,9 +118,10 @@ def run_reporting_result(command: Callable[[], dict[str, Any]]) -> None:
 
 def log_eval(step: int, seconds: float, result: dict[str, float]) -> None:
   """The eval log line of an evaluator's `result` (trainer and evaluate)."""
-  logging.info(
-      "eval @%d (%.1fs): student top-1 %.2f%% top-5 %.2f%%, teacher top-1 "
-      "%.2f%%, agreement %.2f%% on %d examples", step, seconds,
-      result["student_top1"], result["student_top5"],
-      result.get("teacher_top1", float("nan")),
-      result.get("agreement", float("nan")), result["eval_examples"])
+  # A supervised run has no teacher: its line names only the student.
+  teacher = ("" if "teacher_top1" not in result else
+             ", teacher top-1 %.2f%%, agreement %.2f%%" % (
+                 result["teacher_top1"], result.get("agreement", float("nan"))))
+  logging.info("eval @%d (%.1fs): student top-1 %.2f%% top-5 %.2f%%%s on %d "
+               "examples", step, seconds, result["student_top1"],
+               result["student_top5"], teacher, result["eval_examples"])

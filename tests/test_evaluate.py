@@ -189,3 +189,18 @@ def _assert_one_error_line(completed: subprocess.CompletedProcess,
             if line.startswith("error: ")]
   assert len(errors) == 1 and message in errors[0], completed.stderr
   assert "RESULT" not in completed.stdout
+
+
+def test_eval_log_line_names_the_teacher_only_when_there_is_one(caplog):
+  from big_vision_sid import cli  # pylint: disable=g-import-not-at-top
+  caplog.set_level("INFO")
+  distilled = dict(student_top1=50.0, student_top5=90.0, teacher_top1=92.5,
+                   agreement=51.25, eval_examples=8)
+  supervised = dict(student_top1=99.0, student_top5=100.0, eval_examples=600)
+  cli.log_eval(7, 1.0, distilled)
+  cli.log_eval(9, 1.0, supervised)
+  lines = [r.getMessage() for r in caplog.records if "eval @" in r.getMessage()]
+  assert lines == [
+      "eval @7 (1.0s): student top-1 50.00% top-5 90.00%, teacher top-1 "
+      "92.50%, agreement 51.25% on 8 examples",
+      "eval @9 (1.0s): student top-1 99.00% top-5 100.00% on 600 examples"]
