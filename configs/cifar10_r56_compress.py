@@ -19,7 +19,8 @@ up to 50% sparsity and recomputed on the patches (`"recompute"`) from
 
 Rows of the comparison, at equal steps (overrides):
   no fine-tuning (one-shot pruning, or post-training int8):
-      --config.total_steps=1 --config.optim.lr=0 --config.compress.schedule=one_shot
+      --config.total_steps=1 --config.optim.lr=0 --config.compress.schedule=one_shot \
+      --config.compress.bn=frozen
   Animals instead of City:  --config.input.source='$SID_SHARED_DIR/images/animals.png'
   real CIFAR-10 training images (the paper's upper bar):
       --config.input.source='dataset:tar:$SID_SHARED_DIR/data/cifar10/train_jpeg.tar.gz[~::10]'
@@ -32,11 +33,15 @@ safetensors state dict loadable into akamaster's resnet56):
   python -m big_vision_sid.export --workdir=workdirs/r56_prune50 --format=safetensors
 
 Measured (2026-12-02, 2-core CPU, 1,017 exact test images, 300 steps of
-batch 64, one core per run, 320-390 s of training, <= 9 minutes wall):
-:prune50 93.12% (agreement 98.23%) on both seeds vs dense 92.72% and one-shot
-92.72% (96.46%); :int8 93.12% (99.41%), post-training int8 93.02% (98.92%);
-:prune75 (BatchNorm recomputed, lr 1e-3) 91.84% (94.40%), vs 62.54% one-shot
-(seed 1: 91.54%), and 57.92% with BatchNorm frozen. Defaults chosen on the validation split.
+batch 64, one core per run beside another run): :prune50 93.12% (agreement
+98.23%) on both seeds vs dense 92.72% and one-shot 92.72% (96.46%); :int8
+93.12% (99.41%), post-training int8 93.02% (98.92%); both 320-390 s of
+training, <= 9 minutes wall. :prune75 (BatchNorm recomputed, lr 1e-3) City
+91.84% (94.40%; seed 1 91.54%), Animals 91.74% (95.28%), real training
+images 92.04% (97.05%), noise 64.70% vs one-shot 62.54%; :prune90 City
+79.35% (80.33%), real images 87.71% (89.77%), vs one-shot 15.83%; the
+recomputed-BatchNorm cells took 529-789 s of training, 9-14 minutes
+wall on a shared core. Defaults chosen on the validation split.
 Full table, validation runs and sizes: README,
 "Compress your model with one image".
 """
