@@ -117,3 +117,10 @@ def default_input_config() -> ml_collections.ConfigDict:
       augmix_depth=-1,
       augmix_alpha=1.0))
   return cfg
+
+
+def fixed_set_size(input_cfg: ml_collections.ConfigDict) -> int | None:
+  """N = input.num_patches of a fixed sample set, or None for an endless stream."""
+  if input_cfg.num_patches < 0:
+    raise ValueError(f"num_patches must be >= 0, got {input_cfg.num_patches}.")
+  return input_cfg.num_patches or None

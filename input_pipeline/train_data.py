@@ -38,6 +38,7 @@ import numpy as np
 
 from big_vision_sid import paths
 from big_vision_sid import workdir
+from input_pipeline import config as input_config
 from input_pipeline import dataset_source
 from input_pipeline import host_positions
 from input_pipeline import randomness
@@ -82,9 +83,7 @@ def patches_per_epoch(input_cfg: Any) -> int | None:
     return modality.examples_per_epoch(input_cfg)
   if has_labels(input_cfg):
     return len(_labeled_dataset(input_cfg))
-  if input_cfg.num_patches < 0:
-    raise ValueError(f"num_patches must be >= 0, got {input_cfg.num_patches}.")
-  return input_cfg.num_patches or None
+  return input_config.fixed_set_size(input_cfg)
 
 
 @functools.lru_cache(maxsize=2)

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from input_pipeline import config as input_config
 from input_pipeline import host_positions
 from input_pipeline import ordered_prefetch
 from input_pipeline.audio import PREFIX
@@ -60,9 +61,7 @@ def examples_per_epoch(input_cfg: Any) -> int | None:
   recording_lib.check_recording(
       input_cfg.source, clip_seconds=input_cfg.audio.clip_seconds,
       noise_seconds=input_cfg.audio.noise_seconds)
-  if input_cfg.num_patches < 0:
-    raise ValueError(f"num_patches must be >= 0, got {input_cfg.num_patches}.")
-  return input_cfg.num_patches or None
+  return input_config.fixed_set_size(input_cfg)
 
 
 class _StepInputs:

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from input_pipeline import config as input_config
 from input_pipeline import host_positions
 from input_pipeline import ordered_prefetch
 from input_pipeline.image import renderer as renderer_lib
@@ -69,9 +70,7 @@ def examples_per_epoch(input_cfg: Any) -> int | None:
   compiles.
   """
   load_image(input_cfg)
-  if input_cfg.num_patches < 0:
-    raise ValueError(f"num_patches must be >= 0, got {input_cfg.num_patches}.")
-  return input_cfg.num_patches or None
+  return input_config.fixed_set_size(input_cfg)
 
 
 class _StepInputs:
