@@ -43,11 +43,12 @@ recording, int16) and reused; the budgets below include generating it.
 minutes, on this 2-core CPU. Measured (2026-12-02, one core per run while
 another run used the other core): teacher (800 steps, the default) 99.58%
 on the validation speakers, 99.33% on the 600 test clips, 506 s of training,
-8.6 minutes wall (1,000 steps: 99.79% / 99.33%, 16.0 minutes beside a heavier
-run; the students below were distilled from that one); students (500 steps of batch 128) from source_languages 79.83%
-(agreement 80.50%), source_news 57.17% (57.83%), pink noise 13.50% (chance
-10%), 723-988 s of training plus 172-198 s of clip-cache generation (50,000
-clips), 15.2-20.1 minutes wall. Table: README, "Audio".
+8.6 minutes wall (1,000 steps: 99.79% / 99.33%, 16.0 minutes beside a
+heavier run; the students below were distilled from that one); students
+(500 steps of batch 128) from source_languages 79.83% (agreement 80.50%),
+source_news 57.17% (57.83%), pink noise 13.50% (chance 10%), 723-988 s of
+training plus 172-198 s of clip-cache generation (50,000 clips), 15.2-20.1
+minutes wall. Table: README, "Audio".
 """
 
 import ml_collections

@@ -41,7 +41,8 @@ training, <= 9 minutes wall. :prune75 (BatchNorm recomputed, lr 1e-3) City
 images 92.04% (97.05%), noise 64.70% vs one-shot 62.54%; :prune90 City
 79.35% (80.33%), real images 87.71% (89.77%), vs one-shot 15.83%; the
 recomputed-BatchNorm cells took 529-789 s of training, 9-14 minutes
-wall on a shared core (City with both cores idle: 272 s, 4.8 minutes). Defaults chosen on the validation split.
+wall on a shared core (City with both cores idle: 272 s, 4.8 minutes).
+Defaults chosen on the validation split.
 Full table, validation runs and sizes: README,
 "Compress your model with one image".
 """

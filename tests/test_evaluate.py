@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from big_vision_sid import cli
 from big_vision_sid import evaluate
 from big_vision_sid import train
 from big_vision_sid import train_step
@@ -192,7 +193,6 @@ def _assert_one_error_line(completed: subprocess.CompletedProcess,
 
 
 def test_eval_log_line_names_the_teacher_only_when_there_is_one(caplog):
-  from big_vision_sid import cli  # pylint: disable=g-import-not-at-top
   caplog.set_level("INFO")
   distilled = dict(student_top1=50.0, student_top5=90.0, teacher_top1=92.5,
                    agreement=51.25, eval_examples=8)
