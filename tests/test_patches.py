@@ -139,9 +139,9 @@ def test_hue_shift_matches_colorsys(backend_ops):
   rng = np.random.default_rng(2)
   pixels = rng.uniform(size=(2, 8, 8, 3)).astype(np.float32)
   shifts = np.array([0.07, -0.1], np.float32)
-  got = np.asarray(renderer._adjust_hue(
-      backend_ops, backend_ops.asarray(pixels),
-      backend_ops.asarray(shifts)[:, None, None, None]))
+  planes = [backend_ops.asarray(pixels[..., c]) for c in range(3)]
+  got = np.stack([np.asarray(c) for c in renderer._adjust_hue(
+      backend_ops, planes, backend_ops.asarray(shifts)[:, None, None])], -1)
   for b in range(2):
     for rgb, out in zip(pixels[b].reshape(-1, 3), got[b].reshape(-1, 3)):
       h, s, v = colorsys.rgb_to_hsv(*rgb)

@@ -20,22 +20,16 @@ class Ops:
   keeps its exact float semantics). Beyond numpy:
 
   Attributes:
-    offset_dtype: dtype of the pyramid's level offsets.
     num_rows: x -> its leading dimension (a tensor in tf graphs).
     full: (n, value, dtype) -> [n] filled with value.
-    take: (params, indices) -> params[indices] (rows of a flat table).
-    select_rows: bool mask [B] -> a handle on the rows where it is true.
-    gather_rows: (x, rows) -> the selected rows of x.
-    scatter_rows: (x, rows, values) -> x with the selected rows set to values.
-      tf really gathers, computes on and scatters back only the selected
-      rows; jax (static shapes under jit) keeps every row and picks with a
-      `where`.
+    take: (params, indices) -> params[indices] (entries of a flat table).
+    right_shift, bitwise_and, left_shift, bitwise_or: integer bit ops, for
+      RGB packed into one int32 per pixel.
   """
   float32: Any
   int32: Any
   uint8: Any
   bool_: Any
-  offset_dtype: Any
   asarray: Callable[..., Any]
   cast: Callable[[Any, Any], Any]
   arange: Callable[..., Any]
@@ -50,17 +44,15 @@ class Ops:
   round: Callable[[Any], Any]
   log: Callable[[Any], Any]
   power: Callable[[Any, Any], Any]
-  mod: Callable[[Any, Any], Any]
   minimum: Callable[[Any, Any], Any]
+  maximum: Callable[[Any, Any], Any]
   clip: Callable[[Any, Any, Any], Any]
   where: Callable[[Any, Any, Any], Any]
   sum: Callable[..., Any]
-  mean: Callable[..., Any]
-  max: Callable[..., Any]
-  min: Callable[..., Any]
-  select_rows: Callable[[Any], Any]
-  gather_rows: Callable[[Any, Any], Any]
-  scatter_rows: Callable[[Any, Any, Any], Any]
+  right_shift: Callable[[Any, Any], Any]
+  bitwise_and: Callable[[Any, Any], Any]
+  left_shift: Callable[[Any, Any], Any]
+  bitwise_or: Callable[[Any, Any], Any]
 
 
 class _LazyOps:
@@ -83,42 +75,32 @@ def _tf_ops() -> Ops:
   tf = input_pipeline.import_tensorflow()
   return Ops(
       float32=tf.float32, int32=tf.int32, uint8=tf.uint8, bool_=tf.bool,
-      # What tf has always used; the taps are int32 in either backend.
-      offset_dtype=tf.int64,
       asarray=tf.convert_to_tensor, cast=tf.cast, arange=tf.range,
       meshgrid=tf.meshgrid,
       full=lambda n, value, dtype: tf.fill([n], tf.constant(value, dtype)),
       num_rows=lambda x: tf.shape(x)[0], reshape=tf.reshape, stack=tf.stack,
       concat=tf.concat, take=tf.gather, floor=tf.floor, round=tf.round,
-      log=tf.math.log, power=tf.pow, mod=tf.math.floormod,
-      minimum=tf.minimum, clip=tf.clip_by_value, where=tf.where,
-      sum=tf.reduce_sum, mean=tf.reduce_mean, max=tf.reduce_max,
-      min=tf.reduce_min, select_rows=tf.where, gather_rows=tf.gather_nd,
-      scatter_rows=tf.tensor_scatter_nd_update)
-
-
-def _jax_scatter_rows(x, rows, values):
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  mask = rows.reshape(rows.shape + (1,) * (values.ndim - 1))
-  return jnp.where(mask, values, x)
+      log=tf.math.log, power=tf.pow, minimum=tf.minimum, maximum=tf.maximum,
+      clip=tf.clip_by_value, where=tf.where, sum=tf.reduce_sum,
+      right_shift=tf.bitwise.right_shift,
+      bitwise_and=tf.bitwise.bitwise_and, left_shift=tf.bitwise.left_shift,
+      bitwise_or=tf.bitwise.bitwise_or)
 
 
 def _jax_ops() -> Ops:
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   return Ops(
       float32=jnp.float32, int32=jnp.int32, uint8=jnp.uint8, bool_=jnp.bool_,
-      offset_dtype=jnp.int32,
       asarray=jnp.asarray, cast=lambda x, dtype: jnp.asarray(x).astype(dtype),
       arange=jnp.arange, meshgrid=jnp.meshgrid,
       full=lambda n, value, dtype: jnp.full((n,), value, dtype),
       num_rows=lambda x: jnp.shape(x)[0], reshape=jnp.reshape,
       stack=jnp.stack, concat=jnp.concatenate,
       take=lambda params, indices: params[indices], floor=jnp.floor,
-      round=jnp.round, log=jnp.log, power=jnp.power, mod=jnp.mod,
-      minimum=jnp.minimum, clip=jnp.clip, where=jnp.where, sum=jnp.sum,
-      mean=jnp.mean, max=jnp.max, min=jnp.min,
-      select_rows=lambda mask: mask, gather_rows=lambda x, rows: x,
-      scatter_rows=_jax_scatter_rows)
+      round=jnp.round, log=jnp.log, power=jnp.power, minimum=jnp.minimum,
+      maximum=jnp.maximum, clip=jnp.clip, where=jnp.where, sum=jnp.sum,
+      right_shift=jnp.right_shift, bitwise_and=jnp.bitwise_and,
+      left_shift=jnp.left_shift, bitwise_or=jnp.bitwise_or)
 
 
 TF_OPS = _LazyOps(_tf_ops)

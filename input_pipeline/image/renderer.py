@@ -3,14 +3,16 @@
 See `patch_params` for the parameter layout. Each output pixel maps through
 one affine to the source image, is sampled trilinearly from the two mip
 levels around log2(zoom) (antialiasing like a filtered resize at O(P^2) cost
-per patch, whatever the crop size) and set to 0 where RandomAffine would
-fill; then the colour jitter runs. Everything is vectorised over the batch.
+per patch, whatever the crop size), set to 0 where RandomAffine would
+fill and rounded to levels; then the colour jitter runs, each op's output
+rounded to levels like the official chain's PIL images. Everything is
+vectorised over the batch; a patch renders to the same bits in any batch.
 
-The math is written once against an `ops.Ops` of array primitives; backend
-'tf' runs it in tf.data workers (CPU), backend 'jax' jitted on the default
-device, for hosts without TensorFlow. Each keeps its library's float
-semantics, so the two agree to float rounding, not bit for bit.
-`make_renderer` is the one way to get a renderer.
+The math is written once against an `ops.Ops` of array primitives and
+compiled by XLA in a few stages (`_render_stages`): backend 'tf' in tf.data
+workers (CPU, tf.function with jit_compile), backend 'jax' jitted on the
+default device, for hosts without TensorFlow. The two agree to float
+rounding, not bit for bit. `make_renderer` is the one way to get a renderer.
 """
 
 import abc
@@ -27,6 +29,8 @@ from input_pipeline.image import ops as array_ops
 
 BACKENDS = Registry("input backend")
 _GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+# Output pixels rendered per compiled call: 8 patches of 224 px.
+_CACHE_PIXELS = 8 * 224 * 224
 
 
 def _pixel_grid(ops: array_ops.Ops, size: int) -> tuple[Any, Any]:
@@ -43,7 +47,7 @@ def _apply_affine(affine, u, v):
 
 
 def _bilinear_taps(ops, x, y, offset, height, width):
-  """Flat atlas indices [B, P, P, 4] and weights of bilinear sampling."""
+  """Flat table indices and weights of bilinear sampling: 4 [B, P, P] each."""
   x_floor, y_floor = ops.floor(x), ops.floor(y)
   ax, ay = x - x_floor, y - y_floor
   width = ops.cast(width, ops.int32)[:, None, None]
@@ -53,15 +57,69 @@ def _bilinear_taps(ops, x, y, offset, height, width):
   xs = [ops.clip(x0 + d, 0, width - 1) for d in (0, 1)]
   ys = [ops.clip(y0 + d, 0, height - 1) for d in (0, 1)]
   base = ops.cast(offset, ops.int32)[:, None, None]
-  indices = ops.stack([base + ys[j] * width + xs[i]
-                       for j in (0, 1) for i in (0, 1)], axis=-1)
-  weights = ops.stack([(1 - ay) * (1 - ax), (1 - ay) * ax,
-                       ay * (1 - ax), ay * ax], axis=-1)
+  indices = [base + ys[j] * width + xs[i] for j in (0, 1) for i in (0, 1)]
+  weights = [(1 - ay) * (1 - ax), (1 - ay) * ax, ay * (1 - ax), ay * ax]
   return indices, weights
 
 
-def _sample_pyramid(ops, pyramid, atlas, params):
-  """Trilinear mip samples [B, P, P, 3] (float, [0, 1], 0 where filled)."""
+# The per-pixel math below works on planar images: a list of three [B, P, P]
+# float planes (R, G, B). XLA vectorises elementwise loops over contiguous
+# planes; with channels as a minor axis of 3 the same math ran ~5x slower.
+
+
+def _to_texels(ops, planes):
+  """Float planes in [0, 255] -> int32 texels (`patch_params.pack_texels`)."""
+  bits = patch_params.TEXEL_BITS
+  packed = None
+  for c, plane in enumerate(planes):
+    field = ops.cast(ops.round(ops.clip(
+        plane * patch_params.TEXEL_SCALE, 0.0,
+        255.0 * patch_params.TEXEL_SCALE)), ops.int32)
+    field = ops.left_shift(field, c * bits) if c else field
+    packed = field if packed is None else ops.bitwise_or(packed, field)
+  return packed
+
+
+def _from_texels(ops, texels):
+  """int32 texels -> three float planes in [0, 255]."""
+  mask = (1 << patch_params.TEXEL_BITS) - 1
+  return [ops.cast(ops.bitwise_and(ops.right_shift(
+      texels, c * patch_params.TEXEL_BITS), mask), ops.float32) *
+          (1.0 / patch_params.TEXEL_SCALE) for c in range(3)]
+
+
+def _interpolate(ops, table, indices, weights):
+  """sum_k weights[k] * table[indices[k]] as three float planes in [0, 255].
+
+  The table holds texels (`patch_params.pack_texels`): one scalar gather per
+  tap.
+  """
+  mask = (1 << patch_params.TEXEL_BITS) - 1
+  planes = [0.0, 0.0, 0.0]
+  for index, weight in zip(indices, weights):
+    texel = ops.take(table, index)
+    for c in range(3):
+      field = ops.bitwise_and(
+          ops.right_shift(texel, c * patch_params.TEXEL_BITS), mask)
+      planes[c] = planes[c] + weight * ops.cast(field, ops.float32)
+  return [p * (1.0 / patch_params.TEXEL_SCALE) for p in planes]
+
+
+def _pack_texels(ops, patches):
+  """uint8 [B, P, P, 3] -> int32 texels [B * P * P] (`pack_texels`)."""
+  x = ops.cast(patches, ops.int32) * patch_params.TEXEL_SCALE
+  bits = patch_params.TEXEL_BITS
+  packed = ops.bitwise_or(
+      ops.bitwise_or(x[..., 0], ops.left_shift(x[..., 1], bits)),
+      ops.left_shift(x[..., 2], 2 * bits))
+  return ops.reshape(packed, [-1])
+
+
+def _pyramid_taps(ops, pyramid, params):
+  """Trilinear mip taps: atlas indices and weights, 8 [B, P, P] each.
+
+  Weighted, they give planes in [0, 255], 0 where RandomAffine fills.
+  """
   u, v = _pixel_grid(ops, pyramid.patch_size)
   src_x, src_y = _apply_affine(ops.cast(params["src_affine"], ops.float32),
                                u, v)
@@ -76,10 +134,12 @@ def _sample_pyramid(ops, pyramid, atlas, params):
       0.0, float(num_levels - 1))
   level0 = ops.cast(ops.floor(level), ops.int32)
   level1 = ops.minimum(level0 + 1, num_levels - 1)
-  blend = (level - ops.cast(level0, ops.float32))[:, None, None, None]
-  offsets = ops.asarray(pyramid.offsets, ops.offset_dtype)
+  blend = (level - ops.cast(level0, ops.float32))[:, None, None]
+  offsets = ops.asarray(pyramid.offsets, ops.int32)
   heights = ops.asarray(pyramid.heights, ops.int32)
   widths = ops.asarray(pyramid.widths, ops.int32)
+  # The fill mask rides on the tap weights.
+  mask = ops.cast(inside, ops.float32)
   all_indices, all_weights = [], []
   for lvl, level_weight in ((level0, 1.0 - blend), (level1, blend)):
     inv_scale = ops.power(2.0, -ops.cast(lvl, ops.float32))[:, None, None]
@@ -88,34 +148,54 @@ def _sample_pyramid(ops, pyramid, atlas, params):
     indices, weights = _bilinear_taps(
         ops, x, y, ops.take(offsets, lvl), ops.take(heights, lvl),
         ops.take(widths, lvl))
-    all_indices.append(indices)
-    all_weights.append(weights * level_weight)
-  indices = ops.concat(all_indices, axis=-1)
-  weights = ops.concat(all_weights, axis=-1)
-  pixels = ops.sum(ops.take(atlas, indices) * weights[..., None], axis=-2)
-  return pixels * ops.cast(inside, ops.float32)[..., None]
+    all_indices += indices
+    all_weights += [w * (level_weight * mask) for w in weights]
+  return all_indices, all_weights
 
 
-def _gray(ops, x):
-  return ops.sum(x * ops.asarray(_GRAY_WEIGHTS, x.dtype), axis=-1,
-                 keepdims=True)
+def _mod(ops, x, n):
+  # x - n floor(x / n): XLA:CPU's floating-point remainder is a scalar libm
+  # call per element (~8x slower); this is exact for the hue's n = 1 and 6.
+  return x - n * ops.floor(x / n)
 
 
-def _blend(ops, x, other, factor):
-  return ops.clip(factor * x + (1.0 - factor) * other, 0.0, 1.0)
+def _gray(ops, planes):
+  return sum(w * c for w, c in zip(_GRAY_WEIGHTS, planes))
 
 
-def _rgb_to_hsv(ops, x):
-  r, g, b = x[..., 0], x[..., 1], x[..., 2]
-  maxc = ops.max(x, axis=-1)
-  minc = ops.min(x, axis=-1)
+def _gray_mean(ops, planes):
+  """Mean gray level over [P, P] of quarter-integer planes -> [B, 1, 1].
+
+  The per-channel sums are exact int32 sums, so the mean does not depend on
+  how XLA orders a float reduction for a given batch shape, and a patch
+  renders to the same bits in any batch.
+  """
+  size = planes[0].shape[1] * planes[0].shape[2]
+  mean = 0.0
+  for weight, plane in zip(_GRAY_WEIGHTS, planes):
+    quarters = ops.cast(ops.round(ops.reshape(plane, [-1, size]) * 4.0),
+                        ops.int32)
+    total = ops.cast(ops.sum(quarters, axis=1), ops.float32)
+    mean = mean + weight * total * (0.25 / size)
+  return ops.reshape(mean, [-1, 1, 1])
+
+
+def _round_levels(ops, planes):
+  """Rounded to integer levels in [0, 255], as PIL stores each op's output."""
+  return [ops.round(ops.clip(c, 0.0, 255.0)) for c in planes]
+
+
+def _rgb_to_hsv(ops, planes):
+  r, g, b = planes
+  maxc = ops.maximum(ops.maximum(r, g), b)
+  minc = ops.minimum(ops.minimum(r, g), b)
   delta = maxc - minc
   safe_delta = ops.where(delta > 0, delta, 1.0)
   sat = ops.where(maxc > 0, delta / ops.where(maxc > 0, maxc, 1.0), 0.0)
   rc, gc, bc = [(maxc - c) / safe_delta for c in (r, g, b)]
   hue = ops.where(r == maxc, bc - gc,
                   ops.where(g == maxc, 2.0 + rc - bc, 4.0 + gc - rc))
-  hue = ops.where(delta > 0, ops.mod(hue / 6.0, 1.0), 0.0)
+  hue = ops.where(delta > 0, _mod(ops, hue / 6.0, 1.0), 0.0)
   return hue, sat, maxc
 
 
@@ -123,72 +203,136 @@ def _hsv_to_rgb(ops, hue, sat, val):
   # Closed form of the six-sector HSV->RGB: channel n has
   # k = (n + 6 h) mod 6 and c = v - v s clip(min(k, 4 - k), 0, 1).
   chroma = val * sat
-  channels = []
+  planes = []
   for n in (5.0, 3.0, 1.0):
-    k = ops.mod(n + 6.0 * hue, 6.0)
-    channels.append(
+    k = _mod(ops, n + 6.0 * hue, 6.0)
+    planes.append(
         val - chroma * ops.clip(ops.minimum(k, 4.0 - k), 0.0, 1.0))
-  return ops.stack(channels, axis=-1)
+  return planes
 
 
-def _adjust_hue(ops, x, shift):
-  """Shifts the hue of x [B, H, W, 3] by shift [B, 1, 1, 1] (in turns)."""
-  hue, sat, val = _rgb_to_hsv(ops, x)
-  return _hsv_to_rgb(ops, ops.mod(hue + shift[..., 0], 1.0), sat, val)
+def _adjust_hue(ops, planes, shift):
+  """Shifts the hue of planes [B, H, W] by shift [B, 1, 1] (in turns)."""
+  hue, sat, val = _rgb_to_hsv(ops, planes)
+  return _hsv_to_rgb(ops, _mod(ops, hue + shift, 1.0), sat, val)
 
 
-def _color_jitter(ops, x, params):
-  """torchvision ColorJitter with per-patch factors, op order and apply flag.
+def _jitter_step(ops, planes, params, step, active):
+  """Step `step` of the jitter order on the rows where `active` [B] holds.
 
-  Hue (the costly op) runs only on the rows that apply it at a step, and
-  nothing on the rows that skip jitter (about 1/8 of the naive work) where
-  `ops` can select rows (tf); jax computes every row and selects with where.
+  Brightness, contrast and saturation are all clip(a x + g gray + m mean)
+  with per-row (a, g, m); inactive rows get (1, 0, 0), so one formula serves
+  every row without a per-row branch. Planes are levels in [0, 255]; the
+  output is rounded to integer levels.
   """
-  rows = ops.select_rows(ops.cast(params["jitter_apply"], ops.bool_))
-  factors = ops.gather_rows(ops.cast(params["jitter_factors"], ops.float32),
-                            rows)[:, None, None, None]
-  order = ops.gather_rows(ops.cast(params["jitter_order"], ops.int32), rows)
-  jittered = ops.gather_rows(x, rows)
-  for step in range(4):
-    op = order[:, step][:, None, None, None]
-    gray = _gray(ops, jittered)
-    mean = ops.mean(gray, axis=(1, 2, 3), keepdims=True)
-    jittered = ops.where(
-        op == 0, ops.clip(jittered * factors[..., 0], 0.0, 1.0),
-        ops.where(op == 1, _blend(ops, jittered, mean, factors[..., 1]),
-                  ops.where(op == 2, _blend(ops, jittered, gray,
-                                            factors[..., 2]),
-                            jittered)))
-    hue_rows = ops.select_rows(order[:, step] == 3)
-    hued = _adjust_hue(ops, ops.gather_rows(jittered, hue_rows),
-                       ops.gather_rows(factors[..., 3], hue_rows))
-    jittered = ops.scatter_rows(jittered, hue_rows, hued)
-  return ops.scatter_rows(x, rows, jittered)
+  op = ops.cast(params["jitter_order"], ops.int32)[:, step]
+  factors = ops.cast(params["jitter_factors"], ops.float32)
+  factor = ops.sum(factors * ops.cast(
+      op[:, None] == ops.arange(4, dtype=ops.int32)[None, :], ops.float32),
+                   axis=-1)
+  active = active & ops.cast(params["jitter_apply"], ops.bool_) & (op < 3)
+  def coefficient(value, default):
+    return ops.where(active, value, default)[:, None, None]
+  scale = coefficient(factor, 1.0)
+  to_gray = coefficient(ops.where(op == 2, 1.0 - factor, 0.0), 0.0)
+  to_mean = coefficient(ops.where(op == 1, 1.0 - factor, 0.0), 0.0)
+  offset = to_gray * _gray(ops, planes) + to_mean * _gray_mean(ops, planes)
+  return _round_levels(ops, [scale * c + offset for c in planes])
 
 
-def _to_uint8(ops, x):
-  """[0, 1] floats -> uint8 with rounding."""
-  return ops.cast(ops.round(ops.clip(x, 0.0, 1.0) * 255.0), ops.uint8)
+def _hue_step(ops, params):
+  """Position of hue in each row's jitter order, [B] int32."""
+  order = ops.cast(params["jitter_order"], ops.int32)
+  return ops.sum(ops.cast(order == 3, ops.int32) *
+                 ops.arange(4, dtype=ops.int32)[None, :], axis=-1)
 
 
-def _render(ops, pyramid, atlas, params):
-  pixels = _sample_pyramid(ops, pyramid, atlas, params)
-  return _to_uint8(ops, _color_jitter(ops, pixels, params))
+def _jitter_to_hsv(ops, planes, params):
+  """ColorJitter up to its hue op: the linear ops before hue in each row's
+  order, then RGB -> HSV."""
+  hue_step = _hue_step(ops, params)
+  for step in range(3):
+    planes = _jitter_step(ops, planes, params, step, step < hue_step)
+  return list(_rgb_to_hsv(ops, planes))
 
 
-def _augment(ops, patches, affine):
-  """Bilinear resampling of patches [B, P, P, 3] with zero fill."""
+def _jitter_from_hsv(ops, hsv, params):
+  """The rest of ColorJitter: the hue shift (0 on rows without jitter), back
+  to RGB, then the linear ops after hue."""
+  hue, sat, val = hsv
+  shift = ops.where(ops.cast(params["jitter_apply"], ops.bool_),
+                    ops.cast(params["jitter_factors"], ops.float32)[:, 3], 0.0)
+  planes = _round_levels(ops, _hsv_to_rgb(
+      ops, _mod(ops, hue + shift[:, None, None], 1.0), sat, val))
+  hue_step = _hue_step(ops, params)
+  for step in range(1, 4):
+    planes = _jitter_step(ops, planes, params, step, step > hue_step)
+  return planes
+
+
+def _to_uint8(ops, planes):
+  """Float planes of levels -> uint8 [B, P, P, 3] with rounding."""
+  return ops.stack([ops.cast(c, ops.uint8)
+                    for c in _round_levels(ops, planes)], axis=-1)
+
+
+def _augment_taps(ops, patches, affine):
+  """Bilinear taps into patches [B, P, P, 3] (as texels), zero fill."""
   size = patches.shape[1]
   x, y = _apply_affine(ops.cast(affine, ops.float32), *_pixel_grid(ops, size))
-  inside = (x > -0.5) & (x < size - 0.5) & (y > -0.5) & (y < size - 0.5)
+  inside = ops.cast(
+      (x > -0.5) & (x < size - 0.5) & (y > -0.5) & (y < size - 0.5),
+      ops.float32)
   batch = ops.num_rows(patches)
   offset = ops.arange(batch, dtype=ops.int32) * size * size
   sizes = ops.full(batch, size, ops.int32)
   indices, weights = _bilinear_taps(ops, x, y, offset, sizes, sizes)
-  flat = ops.reshape(ops.cast(patches, ops.float32), [-1, 3])
-  pixels = ops.sum(ops.take(flat, indices) * weights[..., None], axis=-2)
-  pixels = pixels * ops.cast(inside, ops.float32)[..., None]
-  return ops.cast(ops.round(pixels), ops.uint8)
+  return indices, [w * inside for w in weights]
+
+
+def _render_stages(ops, pyramid):
+  """The render and the augmentation as functions compiled one by one.
+
+  The stage boundaries keep XLA from fusing an expensive producer into each
+  of its consumers, or the index math into the (scalar) gather loops:
+  compiled as one program, the same math ran ~4x slower. Stages pass lists
+  of [B, P, P] arrays (planes, tap indices, tap weights): stacked, XLA:CPU
+  spent more time concatenating them than computing them.
+
+  torchvision's ColorJitter sequence (op order and apply flag per patch) runs
+  as: the linear ops before hue, RGB -> HSV, shift, HSV -> RGB, the linear
+  ops after hue; hue runs once per pixel and rows without jitter round-trip
+  exactly.
+
+  Returns:
+    A dict of the stage functions.
+  """
+  def pyramid_taps(params):
+    return _pyramid_taps(ops, pyramid, params)
+
+  def sample(atlas, indices, weights):
+    # One packed output: XLA:CPU otherwise reads the 16 tap arrays once per
+    # output plane.
+    # Rounded to levels like the official chain's uint8 PIL images.
+    return _to_texels(ops, _round_levels(
+        ops, _interpolate(ops, atlas, indices, weights)))
+
+  def to_hsv(texels, params):
+    return _jitter_to_hsv(ops, _from_texels(ops, texels), params)
+
+  def finish(hsv, params):
+    return _to_uint8(ops, _jitter_from_hsv(ops, hsv, params))
+
+  def augment_taps(patches, affine):
+    return _augment_taps(ops, patches, affine)
+
+  def augment_sample(patches, indices, weights):
+    planes = _interpolate(ops, _pack_texels(ops, patches), indices, weights)
+    return _to_uint8(ops, planes)
+
+  return dict(pyramid_taps=pyramid_taps, sample=sample, to_hsv=to_hsv,
+              finish=finish, augment_taps=augment_taps,
+              augment_sample=augment_sample)
 
 
 class Renderer(abc.ABC):
@@ -200,11 +344,27 @@ class Renderer(abc.ABC):
   """
 
   def __init__(self, ops: array_ops.Ops, image: np.ndarray | None,
-               patch_size: int):
+               patch_size: int, compile_fn: Callable[[Callable], Callable],
+               to_device: Callable[[np.ndarray], Any]):
+    """Builds the pyramid and compiles the stages.
+
+    Args:
+      ops: the backend's array primitives.
+      image: uint8 [H, W, 3], or None for a renderer that only augments.
+      patch_size: P.
+      compile_fn: compiles a function of arrays (tf.function with XLA,
+        jax.jit).
+      to_device: converts the atlas once; it is an argument of the compiled
+        sampler, not a constant baked into the program.
+    """
     self.patch_size = patch_size
     self._ops = ops
     self._pyramid = (None if image is None
                      else patch_params.build_pyramid(image, patch_size))
+    self._atlas = (None if self._pyramid is None
+                   else to_device(self._pyramid.atlas))
+    self._stages = {name: compile_fn(stage) for name, stage
+                    in _render_stages(ops, self._pyramid).items()}
 
   def __call__(self, params: Mapping[str, Any]) -> Any:
     """Renders patches.
@@ -220,13 +380,31 @@ class Renderer(abc.ABC):
     if self._pyramid is None:
       raise ValueError("This renderer was made without a source image; it "
                        "can only augment.")
-    return self._render(params)
+    stage = self._stages
 
-  @abc.abstractmethod
-  def _render(self, params: Mapping[str, Any]) -> Any:
-    """`__call__` of a renderer with a source image."""
+    def render_rows(rows):
+      planes = stage["sample"](self._atlas, *stage["pyramid_taps"](rows))
+      return stage["finish"](stage["to_hsv"](planes, rows), rows)
 
-  @abc.abstractmethod
+    return self._by_chunks(
+        render_rows, {k: params[k] for k in patch_params.RENDER_KEYS})
+
+  def _by_chunks(self, fn: Callable[[dict[str, Any]], Any],
+                 arrays: dict[str, Any]) -> Any:
+    """fn over chunks of rows of `arrays`, concatenated.
+
+    A chunk's intermediates (a few dozen [rows, P, P] arrays) then stay in
+    the CPU's last-level cache between stages: at P = 224, chunks of 8 rows
+    rendered ~1.8x faster than whole batches of 32.
+    """
+    num = int(arrays["zoom" if "zoom" in arrays else "patches"].shape[0])
+    chunk = max(1, _CACHE_PIXELS // (self.patch_size * self.patch_size))
+    if num <= chunk:
+      return fn(arrays)
+    return self._ops.concat(
+        [fn({k: v[start:start + chunk] for k, v in arrays.items()})
+         for start in range(0, num, chunk)], axis=0)
+
   def augment(self, patches: Any, affine: Any) -> Any:
     """Distillation-time augmentation: bilinear resampling with zero fill.
 
@@ -238,6 +416,14 @@ class Renderer(abc.ABC):
     Returns:
       uint8 [B, P, P, 3].
     """
+    stage = self._stages
+
+    def augment_rows(rows):
+      return stage["augment_sample"](
+          rows["patches"], *stage["augment_taps"](rows["patches"],
+                                                  rows["affine"]))
+
+    return augment_rows({"patches": patches, "affine": affine})
 
   @abc.abstractmethod
   def render_numpy(self, params: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -284,21 +470,19 @@ class Renderer(abc.ABC):
 
 @BACKENDS.register("tf")
 class _TfRenderer(Renderer):
-  """tf ops, eager or traced into tf.data map functions."""
+  """tf ops compiled by XLA, called eagerly or from tf.data map functions.
+
+  XLA fuses the per-pixel math into a few loops; op by op, tf makes one
+  pass over the batch per op and rendered 224-px patches several times
+  slower.
+  """
 
   def __init__(self, image: np.ndarray | None, patch_size: int):
     tf = input_pipeline.import_tensorflow()
-    super().__init__(array_ops.TF_OPS, image, patch_size)
-    self._atlas = None
-    if self._pyramid is not None:  # A constant, converted once.
-      self._atlas = tf.constant(self._pyramid.atlas, tf.float32)
+    super().__init__(array_ops.TF_OPS, image, patch_size,
+                     lambda fn: tf.function(fn, jit_compile=True),
+                     lambda atlas: tf.constant(atlas, tf.int32))
     self._render_graph = tf.function(self.__call__)
-
-  def _render(self, params):
-    return _render(self._ops, self._pyramid, self._atlas, params)
-
-  def augment(self, patches, affine):
-    return _augment(self._ops, patches, affine)
 
   def render_numpy(self, params):
     return self._render_graph(patch_params.render_params(params)).numpy()
@@ -339,22 +523,8 @@ class _JaxRenderer(Renderer):
   def __init__(self, image: np.ndarray | None, patch_size: int):
     import jax  # pylint: disable=g-import-not-at-top
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-    super().__init__(array_ops.JAX_OPS, image, patch_size)
-    ops, pyramid = self._ops, self._pyramid
-    # The atlas is an argument, not a constant baked into the program.
-    self._atlas = (None if pyramid is None
-                   else jnp.asarray(pyramid.atlas, jnp.float32))
-    self._render_jit = jax.jit(
-        lambda atlas, params: _render(ops, pyramid, atlas, params))
-    self._augment_jit = jax.jit(
-        lambda patches, affine: _augment(ops, patches, affine))
-
-  def _render(self, params):
-    return self._render_jit(
-        self._atlas, {k: params[k] for k in patch_params.RENDER_KEYS})
-
-  def augment(self, patches, affine):
-    return self._augment_jit(patches, affine)
+    super().__init__(array_ops.JAX_OPS, image, patch_size, jax.jit,
+                     lambda atlas: jnp.asarray(atlas, jnp.int32))
 
   def render_numpy(self, params):
     return np.asarray(self(patch_params.render_params(params)))
