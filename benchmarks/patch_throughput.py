@@ -1,9 +1,12 @@
 r"""Patch pipeline throughput: patches/s and patches per CPU-second.
 
-  python benchmarks/patch_throughput.py [--seconds=5] [--quick]
+  python benchmarks/patch_throughput.py [--seconds=5] [--quick] [--cost]
 
 Prints a table and one JSON line per setting. Uses city.jpg from the shared
-directory, or skimage:astronaut when it is absent.
+directory, or skimage:astronaut when it is absent. `--cost` also prints what
+XLA's cost model says each compiled stage of the jax renderer costs per patch
+(`jax.jit(...).lower(...).compile().cost_analysis()`: FLOPs and bytes
+accessed), on whatever device jax uses.
 """
 
 import argparse
@@ -56,12 +59,63 @@ def measure(name, backend, patch_size, num_patches, batch_size, seconds):
           "batch_size": batch_size, "seconds": wall, "cpus": os.cpu_count()}
 
 
+def jax_cost_per_patch(patch_size: int, batch_size: int) -> list[dict]:
+  """XLA's FLOPs and bytes per patch of each stage of the jax renderer, and
+  its wall time per patch (the stage alone, on warm inputs)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from input_pipeline.image import augment  # pylint: disable=g-import-not-at-top
+  from input_pipeline.image import patch_params  # pylint: disable=g-import-not-at-top
+  from input_pipeline.image import renderer  # pylint: disable=g-import-not-at-top
+  from input_pipeline.image import sources  # pylint: disable=g-import-not-at-top
+  from input_pipeline.image import ops  # pylint: disable=g-import-not-at-top
+  image = sources.load_source_image(_source())
+  cfg = config.default_input_config()
+  pyramid = patch_params.build_pyramid(image, patch_size)
+  params = patch_params.render_params(patch_params.sample_patch_params(
+      image.shape[:2], patch_size, 0, np.arange(batch_size), cfg))
+  params = {k: params[k] for k in patch_params.RENDER_KEYS}
+  affine = augment.sample_augment_affine("rrc_flip", 0, np.arange(batch_size),
+                                         patch_size)
+  stages = {name: jax.jit(fn) for name, fn in
+            renderer._render_stages(ops.JAX_OPS, pyramid).items()}  # pylint: disable=protected-access
+  inputs = {"pyramid_taps": lambda: (params,)}
+  taps = stages["pyramid_taps"](params)
+  inputs["sample"] = lambda: (pyramid.atlas,) + tuple(taps)
+  texels = stages["sample"](*inputs["sample"]())
+  inputs["to_hsv"] = lambda: (texels, params)
+  hsv = stages["to_hsv"](texels, params)
+  inputs["finish"] = lambda: (hsv, params)
+  patches = stages["finish"](hsv, params)
+  inputs["augment_taps"] = lambda: (patches, affine)
+  augment_taps = stages["augment_taps"](patches, affine)
+  inputs["augment_sample"] = lambda: (patches,) + tuple(augment_taps)
+  rows = []
+  for name, stage in stages.items():
+    args = inputs[name]()
+    cost = stage.lower(*args).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    start, calls = time.perf_counter(), 0
+    while time.perf_counter() - start < 1.0:
+      jax.block_until_ready(stage(*args))
+      calls += 1
+    rows.append({"stage": name, "patch_size": patch_size,
+                 "ms_per_patch": (time.perf_counter() - start) * 1e3 /
+                                 (calls * batch_size),
+                 "flops_per_patch": cost.get("flops", 0.0) / batch_size,
+                 "bytes_per_patch": cost.get("bytes accessed", 0.0) / batch_size,
+                 "device": jax.devices()[0].platform})
+  return rows
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--seconds", type=float, default=5.0,
                       help="Measuring time per setting.")
   parser.add_argument("--quick", action="store_true",
                       help="1 s per setting, 32 px tf only (a smoke test).")
+  parser.add_argument("--cost", action="store_true",
+                      help="Also print XLA's cost analysis of the jax stages.")
   args = parser.parse_args()
   settings = SETTINGS[:1] if args.quick else SETTINGS
   seconds = 1.0 if args.quick else args.seconds
@@ -72,6 +126,18 @@ def main() -> None:
           f"{r['patches_per_cpu_s']:>12.0f}")
   for r in results:
     print(json.dumps(r))
+  if args.cost:
+    rows = [row for size, batch in ((32, 256), (224, 8))
+            for row in jax_cost_per_patch(size, batch)]
+    print(f"{'stage':<16}{'px':>5}{'MFLOP/patch':>13}{'MB/patch':>10}"
+          f"{'ms/patch':>10}")
+    for row in rows:
+      print(f"{row['stage']:<16}{row['patch_size']:>5}"
+            f"{row['flops_per_patch'] / 1e6:>13.2f}"
+            f"{row['bytes_per_patch'] / 1e6:>10.2f}"
+            f"{row['ms_per_patch']:>10.3f}")
+    for row in rows:
+      print(json.dumps(row))
 
 
 if __name__ == "__main__":

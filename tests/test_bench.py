@@ -38,3 +38,18 @@ def test_quick_benchmark_prints_a_row_per_setting(tmp_path):
   assert step["compile s"] > 0 and step["peak host MiB"] > 100
   assert all(r["pipeline img/s"] > 0 for r in rows[1:])
   assert "| r56_r20_b128 |" in proc.stdout
+
+
+def test_jax_renderer_cost_analysis_covers_every_stage():
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import patch_throughput  # pylint: disable=g-import-not-at-top
+  rows = patch_throughput.jax_cost_per_patch(patch_size=32, batch_size=8)
+  assert [r["stage"] for r in rows] == [
+      "pyramid_taps", "sample", "to_hsv", "finish", "augment_taps",
+      "augment_sample"]
+  for row in rows:
+    assert row["flops_per_patch"] > 0 and row["bytes_per_patch"] > 0, row
+    assert row["ms_per_patch"] > 0, row
+  # 8 taps per output pixel gather 4-byte texels: at least 8 * 32 * 32 * 4 B.
+  sample = rows[1]
+  assert sample["bytes_per_patch"] >= 8 * 32 * 32 * 4

@@ -64,7 +64,8 @@ def _bilinear_taps(ops, x, y, offset, height, width):
 
 # The per-pixel math below works on planar images: a list of three [B, P, P]
 # float planes (R, G, B). XLA vectorises elementwise loops over contiguous
-# planes; with channels as a minor axis of 3 the same math ran ~5x slower.
+# planes; with channels as a minor axis of 3 the same math ran several times
+# slower (benchmarks/README.md).
 
 
 def _to_texels(ops, planes):
@@ -91,28 +92,19 @@ def _from_texels(ops, texels):
 def _interpolate(ops, table, indices, weights):
   """sum_k weights[k] * table[indices[k]] as three float planes in [0, 255].
 
-  The table holds texels (`patch_params.pack_texels`): one scalar gather per
-  tap.
+  The table holds texels: one scalar gather per tap.
   """
-  mask = (1 << patch_params.TEXEL_BITS) - 1
   planes = [0.0, 0.0, 0.0]
   for index, weight in zip(indices, weights):
-    texel = ops.take(table, index)
-    for c in range(3):
-      field = ops.bitwise_and(
-          ops.right_shift(texel, c * patch_params.TEXEL_BITS), mask)
-      planes[c] = planes[c] + weight * ops.cast(field, ops.float32)
-  return [p * (1.0 / patch_params.TEXEL_SCALE) for p in planes]
+    for c, value in enumerate(_from_texels(ops, ops.take(table, index))):
+      planes[c] = planes[c] + weight * value
+  return planes
 
 
 def _pack_texels(ops, patches):
-  """uint8 [B, P, P, 3] -> int32 texels [B * P * P] (`pack_texels`)."""
-  x = ops.cast(patches, ops.int32) * patch_params.TEXEL_SCALE
-  bits = patch_params.TEXEL_BITS
-  packed = ops.bitwise_or(
-      ops.bitwise_or(x[..., 0], ops.left_shift(x[..., 1], bits)),
-      ops.left_shift(x[..., 2], 2 * bits))
-  return ops.reshape(packed, [-1])
+  """uint8 [B, P, P, 3] -> int32 texels [B * P * P]."""
+  x = ops.cast(patches, ops.float32)
+  return ops.reshape(_to_texels(ops, [x[..., c] for c in range(3)]), [-1])
 
 
 def _pyramid_taps(ops, pyramid, params):
