@@ -82,14 +82,15 @@ def jax_cost_per_patch(patch_size: int, batch_size: int) -> list[dict]:
   inputs = {"pyramid_taps": lambda: (params,)}
   taps = stages["pyramid_taps"](params)
   inputs["sample"] = lambda: (pyramid.atlas,) + tuple(taps)
-  texels = stages["sample"](*inputs["sample"]())
-  inputs["to_hsv"] = lambda: (texels, params)
-  hsv = stages["to_hsv"](texels, params)
-  inputs["finish"] = lambda: (hsv, params)
-  patches = stages["finish"](hsv, params)
-  inputs["augment_taps"] = lambda: (patches, affine)
-  augment_taps = stages["augment_taps"](patches, affine)
-  inputs["augment_sample"] = lambda: (patches,) + tuple(augment_taps)
+  words = stages["sample"](*inputs["sample"]())
+  for name in renderer.JITTER_STAGES:
+    inputs[name] = lambda words=words: (words, params)
+    words = stages[name](words, params)
+  inputs["augment_taps"] = lambda: (words, affine)
+  augment_taps = stages["augment_taps"](words, affine)
+  inputs["augment_sample"] = lambda: (words,) + tuple(augment_taps)
+  inputs["to_uint8"] = lambda: (words,)
+  inputs["to_words"] = lambda: (stages["to_uint8"](words),)
   rows = []
   for name, stage in stages.items():
     args = inputs[name]()

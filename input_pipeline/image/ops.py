@@ -25,6 +25,8 @@ class Ops:
     take: (params, indices) -> params[indices] (entries of a flat table).
     right_shift, bitwise_and, left_shift, bitwise_or: integer bit ops, for
       RGB packed into one int32 per pixel.
+    bitcast: (x, dtype) -> x's bits as dtype; int32 [...] <-> uint8 [..., 4]
+      (numpy's `view` with the byte axis made explicit).
   """
   float32: Any
   int32: Any
@@ -37,7 +39,6 @@ class Ops:
   full: Callable[[Any, Any, Any], Any]
   num_rows: Callable[[Any], Any]
   reshape: Callable[[Any, Any], Any]
-  stack: Callable[..., Any]
   concat: Callable[..., Any]
   take: Callable[[Any, Any], Any]
   floor: Callable[[Any], Any]
@@ -53,6 +54,7 @@ class Ops:
   bitwise_and: Callable[[Any, Any], Any]
   left_shift: Callable[[Any, Any], Any]
   bitwise_or: Callable[[Any, Any], Any]
+  bitcast: Callable[[Any, Any], Any]
 
 
 class _LazyOps:
@@ -78,16 +80,17 @@ def _tf_ops() -> Ops:
       asarray=tf.convert_to_tensor, cast=tf.cast, arange=tf.range,
       meshgrid=tf.meshgrid,
       full=lambda n, value, dtype: tf.fill([n], tf.constant(value, dtype)),
-      num_rows=lambda x: tf.shape(x)[0], reshape=tf.reshape, stack=tf.stack,
+      num_rows=lambda x: tf.shape(x)[0], reshape=tf.reshape,
       concat=tf.concat, take=tf.gather, floor=tf.floor, round=tf.round,
       log=tf.math.log, power=tf.pow, minimum=tf.minimum, maximum=tf.maximum,
       clip=tf.clip_by_value, where=tf.where, sum=tf.reduce_sum,
       right_shift=tf.bitwise.right_shift,
       bitwise_and=tf.bitwise.bitwise_and, left_shift=tf.bitwise.left_shift,
-      bitwise_or=tf.bitwise.bitwise_or)
+      bitwise_or=tf.bitwise.bitwise_or, bitcast=tf.bitcast)
 
 
 def _jax_ops() -> Ops:
+  import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   return Ops(
       float32=jnp.float32, int32=jnp.int32, uint8=jnp.uint8, bool_=jnp.bool_,
@@ -95,12 +98,13 @@ def _jax_ops() -> Ops:
       arange=jnp.arange, meshgrid=jnp.meshgrid,
       full=lambda n, value, dtype: jnp.full((n,), value, dtype),
       num_rows=lambda x: jnp.shape(x)[0], reshape=jnp.reshape,
-      stack=jnp.stack, concat=jnp.concatenate,
+      concat=jnp.concatenate,
       take=lambda params, indices: params[indices], floor=jnp.floor,
       round=jnp.round, log=jnp.log, power=jnp.power, minimum=jnp.minimum,
       maximum=jnp.maximum, clip=jnp.clip, where=jnp.where, sum=jnp.sum,
       right_shift=jnp.right_shift, bitwise_and=jnp.bitwise_and,
-      left_shift=jnp.left_shift, bitwise_or=jnp.bitwise_or)
+      left_shift=jnp.left_shift, bitwise_or=jnp.bitwise_or,
+      bitcast=jax.lax.bitcast_convert_type)
 
 
 TF_OPS = _LazyOps(_tf_ops)

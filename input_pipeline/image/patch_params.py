@@ -254,24 +254,33 @@ def pack_texels(rgb: np.ndarray) -> np.ndarray:
 class Pyramid:
   """A mip pyramid packed into one flat atlas (shared by the tf/jax renderers).
 
+  The atlas is a 2-D table of `stride` texels per row, flattened; level l
+  occupies rows first_rows[l] .. first_rows[l] + heights[l] + 1 with a
+  one-texel border replicating its edges. Level l's pixel (x, y), for x in
+  [-1, widths[l]] and y in [-1, heights[l]], is entry
+  (first_rows[l] + y + 1) * stride + x + 1: the four bilinear taps of a
+  point are a corner index plus (0, 1, stride, stride + 1), and clamping
+  the corner to [-1, size - 1] clamps the taps like edge replication.
+
   Attributes:
-    atlas: int32 [sum(h * w)]: all levels, row-major, stacked, as texels
-      (`pack_texels`).
-      The renderers may swap in a device tensor with `dataclasses.replace`.
-    offsets: first atlas entry of each level.
+    atlas: int32 [rows * stride] texels (`pack_texels`); 0 beyond a level's
+      bordered width.
+    first_rows: first atlas row of each level (its top border).
     heights: height of each level.
     widths: width of each level.
+    stride: texels per atlas row: the widest level's width + 2.
     patch_size: P, the side of the patches rendered from it.
   """
   atlas: Any
-  offsets: tuple[int, ...]
+  first_rows: tuple[int, ...]
   heights: tuple[int, ...]
   widths: tuple[int, ...]
+  stride: int
   patch_size: int
 
   @property
   def num_levels(self) -> int:
-    return len(self.offsets)
+    return len(self.first_rows)
 
 
 def build_pyramid(image: np.ndarray, patch_size: int) -> Pyramid:
@@ -298,11 +307,16 @@ def build_pyramid(image: np.ndarray, patch_size: int) -> Pyramid:
     level = 0.25 * (level[0::2, 0::2] + level[1::2, 0::2] +
                     level[0::2, 1::2] + level[1::2, 1::2])
     levels.append(level)
-  sizes = [lv.shape[0] * lv.shape[1] for lv in levels]
-  texels = [pack_texels(lv).reshape(-1) for lv in levels]
+  stride = levels[0].shape[1] + 2
+  bordered = [np.pad(pack_texels(lv), 1, mode="edge") for lv in levels]
+  first_rows = np.cumsum([0] + [b.shape[0] for b in bordered[:-1]])
+  atlas = np.zeros((sum(b.shape[0] for b in bordered), stride), np.int32)
+  for row, b in zip(first_rows, bordered):
+    atlas[row:row + b.shape[0], :b.shape[1]] = b
   return Pyramid(
-      atlas=np.concatenate(texels),
-      offsets=tuple(int(o) for o in np.cumsum([0] + sizes[:-1])),
+      atlas=atlas.reshape(-1),
+      first_rows=tuple(int(r) for r in first_rows),
       heights=tuple(lv.shape[0] for lv in levels),
       widths=tuple(lv.shape[1] for lv in levels),
+      stride=stride,
       patch_size=patch_size)

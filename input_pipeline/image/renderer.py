@@ -46,10 +46,15 @@ def _apply_affine(affine, u, v):
           a[:, 1, 0] * u + a[:, 1, 1] * v + a[:, 1, 2])
 
 
+def _bilinear_weights(ax, ay):
+  """Weights of the taps (x0, y0), (x0 + 1, y0), (x0, y0 + 1), (x0 + 1, y0 + 1)
+  for fractions ax, ay."""
+  return [(1 - ay) * (1 - ax), (1 - ay) * ax, ay * (1 - ax), ay * ax]
+
+
 def _bilinear_taps(ops, x, y, offset, height, width):
   """Flat table indices and weights of bilinear sampling: 4 [B, P, P] each."""
   x_floor, y_floor = ops.floor(x), ops.floor(y)
-  ax, ay = x - x_floor, y - y_floor
   width = ops.cast(width, ops.int32)[:, None, None]
   height = ops.cast(height, ops.int32)[:, None, None]
   x0 = ops.cast(x_floor, ops.int32)
@@ -58,27 +63,13 @@ def _bilinear_taps(ops, x, y, offset, height, width):
   ys = [ops.clip(y0 + d, 0, height - 1) for d in (0, 1)]
   base = ops.cast(offset, ops.int32)[:, None, None]
   indices = [base + ys[j] * width + xs[i] for j in (0, 1) for i in (0, 1)]
-  weights = [(1 - ay) * (1 - ax), (1 - ay) * ax, ay * (1 - ax), ay * ax]
-  return indices, weights
+  return indices, _bilinear_weights(x - x_floor, y - y_floor)
 
 
 # The per-pixel math below works on planar images: a list of three [B, P, P]
 # float planes (R, G, B). XLA vectorises elementwise loops over contiguous
 # planes; with channels as a minor axis of 3 the same math ran several times
 # slower (benchmarks/README.md).
-
-
-def _to_texels(ops, planes):
-  """Float planes in [0, 255] -> int32 texels (`patch_params.pack_texels`)."""
-  bits = patch_params.TEXEL_BITS
-  packed = None
-  for c, plane in enumerate(planes):
-    field = ops.cast(ops.round(ops.clip(
-        plane * patch_params.TEXEL_SCALE, 0.0,
-        255.0 * patch_params.TEXEL_SCALE)), ops.int32)
-    field = ops.left_shift(field, c * bits) if c else field
-    packed = field if packed is None else ops.bitwise_or(packed, field)
-  return packed
 
 
 def _from_texels(ops, texels):
@@ -89,28 +80,57 @@ def _from_texels(ops, texels):
           (1.0 / patch_params.TEXEL_SCALE) for c in range(3)]
 
 
-def _interpolate(ops, table, indices, weights):
+def _interpolate(ops, table, unpack, indices, weights):
   """sum_k weights[k] * table[indices[k]] as three float planes in [0, 255].
 
-  The table holds texels: one scalar gather per tap.
+  The table holds one int32 per pixel (atlas texels or pixel words, as
+  `unpack` reads them): one scalar gather per tap.
   """
   planes = [0.0, 0.0, 0.0]
   for index, weight in zip(indices, weights):
-    for c, value in enumerate(_from_texels(ops, ops.take(table, index))):
+    for c, value in enumerate(unpack(ops, ops.take(table, index))):
       planes[c] = planes[c] + weight * value
   return planes
 
 
-def _pack_texels(ops, patches):
-  """uint8 [B, P, P, 3] -> int32 texels [B * P * P]."""
-  x = ops.cast(patches, ops.float32)
-  return ops.reshape(_to_texels(ops, [x[..., c] for c in range(3)]), [-1])
+def _to_words(ops, planes):
+  """Planes of integer levels in [0, 255] -> int32 pixel words [B, P, P].
+
+  A word is R | G << 8 | B << 16: bitcast to bytes it is the pixel's uint8
+  RGB plus a zero byte, so words and uint8 patches convert by a bitcast,
+  without interleaving three planes.
+  """
+  words = None
+  for c, plane in enumerate(planes):
+    field = ops.cast(plane, ops.int32)
+    field = ops.left_shift(field, 8 * c) if c else field
+    words = field if words is None else ops.bitwise_or(words, field)
+  return words
+
+
+def _from_words(ops, words):
+  """int32 pixel words -> three float planes of integer levels."""
+  return [ops.cast(ops.bitwise_and(ops.right_shift(words, 8 * c), 255),
+                   ops.float32) for c in range(3)]
+
+
+def _words_to_uint8(ops, words):
+  """int32 pixel words [B, P, P] -> uint8 [B, P, P, 3] (little-endian)."""
+  return ops.bitcast(words, ops.uint8)[..., :3]
+
+
+def _uint8_to_words(ops, patches):
+  """uint8 [B, P, P, 3] -> int32 pixel words [B, P, P]."""
+  zeros = ops.cast(patches[..., :1], ops.uint8) * 0
+  return ops.bitcast(ops.concat([patches, zeros], axis=-1), ops.int32)
 
 
 def _pyramid_taps(ops, pyramid, params):
-  """Trilinear mip taps: atlas indices and weights, 8 [B, P, P] each.
+  """Trilinear mip taps, per level of the two: the atlas index of the top-left
+  tap, the fractions ax, ay and the level's weight; 8 [B, P, P] arrays.
 
-  Weighted, they give planes in [0, 255], 0 where RandomAffine fills.
+  `_pyramid_sample` expands them to 8 taps. The level weight is 0 where
+  RandomAffine fills.
   """
   u, v = _pixel_grid(ops, pyramid.patch_size)
   src_x, src_y = _apply_affine(ops.cast(params["src_affine"], ops.float32),
@@ -127,22 +147,34 @@ def _pyramid_taps(ops, pyramid, params):
   level0 = ops.cast(ops.floor(level), ops.int32)
   level1 = ops.minimum(level0 + 1, num_levels - 1)
   blend = (level - ops.cast(level0, ops.float32))[:, None, None]
-  offsets = ops.asarray(pyramid.offsets, ops.int32)
+  first_rows = ops.asarray(pyramid.first_rows, ops.int32)
   heights = ops.asarray(pyramid.heights, ops.int32)
   widths = ops.asarray(pyramid.widths, ops.int32)
-  # The fill mask rides on the tap weights.
   mask = ops.cast(inside, ops.float32)
-  all_indices, all_weights = [], []
+  taps = []
   for lvl, level_weight in ((level0, 1.0 - blend), (level1, blend)):
     inv_scale = ops.power(2.0, -ops.cast(lvl, ops.float32))[:, None, None]
     x = (src_x + 0.5) * inv_scale - 0.5
     y = (src_y + 0.5) * inv_scale - 0.5
-    indices, weights = _bilinear_taps(
-        ops, x, y, ops.take(offsets, lvl), ops.take(heights, lvl),
-        ops.take(widths, lvl))
-    all_indices += indices
-    all_weights += [w * (level_weight * mask) for w in weights]
-  return all_indices, all_weights
+    x_floor, y_floor = ops.floor(x), ops.floor(y)
+    width = ops.take(widths, lvl)[:, None, None]
+    height = ops.take(heights, lvl)[:, None, None]
+    corner_x = ops.clip(ops.cast(x_floor, ops.int32), -1, width - 1)
+    corner_y = ops.clip(ops.cast(y_floor, ops.int32), -1, height - 1)
+    first_row = ops.take(first_rows, lvl)[:, None, None]
+    corner = (first_row + corner_y + 1) * pyramid.stride + corner_x + 1
+    taps += [corner, x - x_floor, y - y_floor, level_weight * mask]
+  return taps
+
+
+def _pyramid_sample(ops, pyramid, atlas, taps):
+  """The 8 weighted taps of `_pyramid_taps` -> three float planes."""
+  indices, weights = [], []
+  for level in range(2):
+    corner, ax, ay, level_weight = taps[4 * level:4 * level + 4]
+    indices += [corner + d for d in (0, 1, pyramid.stride, pyramid.stride + 1)]
+    weights += [w * level_weight for w in _bilinear_weights(ax, ay)]
+  return _interpolate(ops, atlas, _from_texels, indices, weights)
 
 
 def _mod(ops, x, n):
@@ -239,43 +271,40 @@ def _hue_step(ops, params):
                  ops.arange(4, dtype=ops.int32)[None, :], axis=-1)
 
 
-def _jitter_to_hsv(ops, planes, params):
-  """ColorJitter up to its hue op: the linear ops before hue in each row's
-  order, then RGB -> HSV."""
+def _linear_jitter(ops, words, params, step, before_hue):
+  """Step `step` of each row's jitter order where it is a linear op on the
+  side of hue that `before_hue` says; pixel words in and out."""
   hue_step = _hue_step(ops, params)
-  for step in range(3):
-    planes = _jitter_step(ops, planes, params, step, step < hue_step)
-  return list(_rgb_to_hsv(ops, planes))
+  active = step < hue_step if before_hue else step > hue_step
+  return _to_words(ops, _jitter_step(ops, _from_words(ops, words), params,
+                                     step, active))
 
 
-def _jitter_from_hsv(ops, hsv, params):
-  """The rest of ColorJitter: the hue shift (0 on rows without jitter), back
-  to RGB, then the linear ops after hue."""
-  hue, sat, val = hsv
+def _hue_jitter(ops, words, params):
+  """The hue shift (0 on rows without jitter); pixel words in and out."""
   shift = ops.where(ops.cast(params["jitter_apply"], ops.bool_),
                     ops.cast(params["jitter_factors"], ops.float32)[:, 3], 0.0)
-  planes = _round_levels(ops, _hsv_to_rgb(
-      ops, _mod(ops, hue + shift[:, None, None], 1.0), sat, val))
-  hue_step = _hue_step(ops, params)
-  for step in range(1, 4):
-    planes = _jitter_step(ops, planes, params, step, step > hue_step)
-  return planes
+  return _to_words(ops, _round_levels(ops, _adjust_hue(
+      ops, _from_words(ops, words), shift[:, None, None])))
 
 
-def _to_uint8(ops, planes):
-  """Float planes of levels -> uint8 [B, P, P, 3] with rounding."""
-  return ops.stack([ops.cast(c, ops.uint8)
-                    for c in _round_levels(ops, planes)], axis=-1)
+# torchvision's ColorJitter sequence (op order and apply flag per patch) as
+# stages: the linear ops before hue (row r's step s runs in the step-s stage
+# if s < its hue position), the hue shift, the linear ops after hue. Hue
+# runs once per pixel; rows without jitter round-trip exactly.
+JITTER_STAGES = (tuple(f"jitter{step}_before_hue" for step in range(3)) +
+                 ("hue",) +
+                 tuple(f"jitter{step}_after_hue" for step in range(1, 4)))
 
 
-def _augment_taps(ops, patches, affine):
-  """Bilinear taps into patches [B, P, P, 3] (as texels), zero fill."""
-  size = patches.shape[1]
+def _augment_taps(ops, words, affine):
+  """Bilinear taps into patches (as pixel words [B, P, P]), zero fill."""
+  size = words.shape[1]
   x, y = _apply_affine(ops.cast(affine, ops.float32), *_pixel_grid(ops, size))
   inside = ops.cast(
       (x > -0.5) & (x < size - 0.5) & (y > -0.5) & (y < size - 0.5),
       ops.float32)
-  batch = ops.num_rows(patches)
+  batch = ops.num_rows(words)
   offset = ops.arange(batch, dtype=ops.int32) * size * size
   sizes = ops.full(batch, size, ops.int32)
   indices, weights = _bilinear_taps(ops, x, y, offset, sizes, sizes)
@@ -288,13 +317,10 @@ def _render_stages(ops, pyramid):
   The stage boundaries keep XLA from fusing an expensive producer into each
   of its consumers, or the index math into the (scalar) gather loops:
   compiled as one program, the same math ran ~4x slower. Stages pass lists
-  of [B, P, P] arrays (planes, tap indices, tap weights): stacked, XLA:CPU
-  spent more time concatenating them than computing them.
-
-  torchvision's ColorJitter sequence (op order and apply flag per patch) runs
-  as: the linear ops before hue, RGB -> HSV, shift, HSV -> RGB, the linear
-  ops after hue; hue runs once per pixel and rows without jitter round-trip
-  exactly.
+  of [B, P, P] arrays (tap indices and weights, pixel words): stacked,
+  XLA:CPU spent more time concatenating them than computing them. Each
+  jitter step is a stage because contrast needs the mean of its input: in
+  one program XLA recomputed the steps before for each mean (~2.5x slower).
 
   Returns:
     A dict of the stage functions.
@@ -302,29 +328,40 @@ def _render_stages(ops, pyramid):
   def pyramid_taps(params):
     return _pyramid_taps(ops, pyramid, params)
 
-  def sample(atlas, indices, weights):
-    # One packed output: XLA:CPU otherwise reads the 16 tap arrays once per
+  def sample(atlas, *taps):
+    # One packed output: XLA:CPU otherwise reads the tap arrays once per
     # output plane.
     # Rounded to levels like the official chain's uint8 PIL images.
-    return _to_texels(ops, _round_levels(
-        ops, _interpolate(ops, atlas, indices, weights)))
+    return _to_words(ops, _round_levels(
+        ops, _pyramid_sample(ops, pyramid, atlas, taps)))
 
-  def to_hsv(texels, params):
-    return _jitter_to_hsv(ops, _from_texels(ops, texels), params)
+  def jitter_stage(step, before_hue):
+    return lambda words, params: _linear_jitter(ops, words, params, step,
+                                                before_hue)
 
-  def finish(hsv, params):
-    return _to_uint8(ops, _jitter_from_hsv(ops, hsv, params))
+  jitter = {name: jitter_stage(int(name[6]), name.endswith("before_hue"))
+            for name in JITTER_STAGES if name != "hue"}
+  jitter["hue"] = lambda words, params: _hue_jitter(ops, words, params)
 
-  def augment_taps(patches, affine):
-    return _augment_taps(ops, patches, affine)
+  def augment_taps(words, affine):
+    return _augment_taps(ops, words, affine)
 
-  def augment_sample(patches, indices, weights):
-    planes = _interpolate(ops, _pack_texels(ops, patches), indices, weights)
-    return _to_uint8(ops, planes)
+  def augment_sample(words, indices, weights):
+    return _to_words(ops, _round_levels(
+        ops, _interpolate(ops, ops.reshape(words, [-1]), _from_words, indices,
+                     weights)))
 
-  return dict(pyramid_taps=pyramid_taps, sample=sample, to_hsv=to_hsv,
-              finish=finish, augment_taps=augment_taps,
-              augment_sample=augment_sample)
+  def to_words(patches):
+    return _uint8_to_words(ops, patches)
+
+  def to_uint8(words):
+    return _words_to_uint8(ops, words)
+
+  return dict(pyramid_taps=pyramid_taps, sample=sample,
+              **{name: jitter[name] for name in JITTER_STAGES},
+              augment_taps=augment_taps,
+              augment_sample=augment_sample, to_words=to_words,
+              to_uint8=to_uint8)
 
 
 class Renderer(abc.ABC):
@@ -369,14 +406,19 @@ class Renderer(abc.ABC):
     Returns:
       uint8 [B, P, P, 3].
     """
+    return self._stages["to_uint8"](self._render_words(params))
+
+  def _render_words(self, params: Mapping[str, Any]) -> Any:
     if self._pyramid is None:
       raise ValueError("This renderer was made without a source image; it "
                        "can only augment.")
     stage = self._stages
 
     def render_rows(rows):
-      planes = stage["sample"](self._atlas, *stage["pyramid_taps"](rows))
-      return stage["finish"](stage["to_hsv"](planes, rows), rows)
+      words = stage["sample"](self._atlas, *stage["pyramid_taps"](rows))
+      for name in JITTER_STAGES:
+        words = stage[name](words, rows)
+      return words
 
     return self._by_chunks(
         render_rows, {k: params[k] for k in patch_params.RENDER_KEYS})
@@ -389,7 +431,7 @@ class Renderer(abc.ABC):
     the CPU's last-level cache between stages: at P = 224, chunks of 8 rows
     rendered ~1.8x faster than whole batches of 32.
     """
-    num = int(arrays["zoom" if "zoom" in arrays else "patches"].shape[0])
+    num = int(arrays["zoom"].shape[0])
     chunk = max(1, _CACHE_PIXELS // (self.patch_size * self.patch_size))
     if num <= chunk:
       return fn(arrays)
@@ -408,14 +450,13 @@ class Renderer(abc.ABC):
     Returns:
       uint8 [B, P, P, 3].
     """
+    words = self._stages["to_words"](self._ops.asarray(patches))
+    return self._stages["to_uint8"](self._augment_words(words, affine))
+
+  def _augment_words(self, words: Any, affine: Any) -> Any:
     stage = self._stages
-
-    def augment_rows(rows):
-      return stage["augment_sample"](
-          rows["patches"], *stage["augment_taps"](rows["patches"],
-                                                  rows["affine"]))
-
-    return augment_rows({"patches": patches, "affine": affine})
+    return stage["augment_sample"](words, *stage["augment_taps"](words,
+                                                                 affine))
 
   @abc.abstractmethod
   def render_numpy(self, params: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -431,13 +472,14 @@ class Renderer(abc.ABC):
     Returns:
       {'image': uint8 [B, P, P, 3]} plus 'label' when the inputs have it.
     """
+    # Patches stay pixel words from the render through the augmentation.
     if "patches" in inputs:
-      patches = self._ops.asarray(inputs["patches"])
+      words = self._stages["to_words"](self._ops.asarray(inputs["patches"]))
     else:
-      patches = self(inputs)
+      words = self._render_words(inputs)
     if "augment_affine" in inputs:
-      patches = self.augment(patches, inputs["augment_affine"])
-    batch = {"image": patches}
+      words = self._augment_words(words, inputs["augment_affine"])
+    batch = {"image": self._stages["to_uint8"](words)}
     if "label" in inputs:
       batch["label"] = inputs["label"]
     return batch
