@@ -29,7 +29,7 @@ from input_pipeline.image import ops as array_ops
 
 BACKENDS = Registry("input backend")
 _GRAY_WEIGHTS = (0.299, 0.587, 0.114)
-# Output pixels rendered per compiled call: 8 patches of 224 px.
+# Output pixels rendered per compiled call on CPUs: 8 patches of 224 px.
 _CACHE_PIXELS = 8 * 224 * 224
 
 
@@ -374,7 +374,7 @@ class Renderer(abc.ABC):
 
   def __init__(self, ops: array_ops.Ops, image: np.ndarray | None,
                patch_size: int, compile_fn: Callable[[Callable], Callable],
-               to_device: Callable[[np.ndarray], Any]):
+               to_device: Callable[[np.ndarray], Any], chunk_pixels: int):
     """Builds the pyramid and compiles the stages.
 
     Args:
@@ -385,7 +385,10 @@ class Renderer(abc.ABC):
         jax.jit).
       to_device: converts the atlas once; it is an argument of the compiled
         sampler, not a constant baked into the program.
+      chunk_pixels: output pixels rendered per compiled call (`_by_chunks`);
+        0 renders whole batches.
     """
+    self._chunk_pixels = chunk_pixels
     self.patch_size = patch_size
     self._ops = ops
     self._pyramid = (None if image is None
@@ -429,11 +432,12 @@ class Renderer(abc.ABC):
 
     A chunk's intermediates (a few dozen [rows, P, P] arrays) then stay in
     the CPU's last-level cache between stages: at P = 224, chunks of 8 rows
-    rendered ~1.8x faster than whole batches of 32.
+    rendered ~1.8x faster than whole batches of 32. Accelerators render
+    whole batches (one launch per stage).
     """
     num = int(arrays["zoom"].shape[0])
-    chunk = max(1, _CACHE_PIXELS // (self.patch_size * self.patch_size))
-    if num <= chunk:
+    chunk = max(1, self._chunk_pixels // (self.patch_size * self.patch_size))
+    if not self._chunk_pixels or num <= chunk:
       return fn(arrays)
     return self._ops.concat(
         [fn({k: v[start:start + chunk] for k, v in arrays.items()})
@@ -515,7 +519,8 @@ class _TfRenderer(Renderer):
     tf = input_pipeline.import_tensorflow()
     super().__init__(array_ops.TF_OPS, image, patch_size,
                      lambda fn: tf.function(fn, jit_compile=True),
-                     lambda atlas: tf.constant(atlas, tf.int32))
+                     lambda atlas: tf.constant(atlas, tf.int32),
+                     _CACHE_PIXELS)
     self._render_graph = tf.function(self.__call__)
 
   def render_numpy(self, params):
@@ -558,7 +563,8 @@ class _JaxRenderer(Renderer):
     import jax  # pylint: disable=g-import-not-at-top
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
     super().__init__(array_ops.JAX_OPS, image, patch_size, jax.jit,
-                     lambda atlas: jnp.asarray(atlas, jnp.int32))
+                     lambda atlas: jnp.asarray(atlas, jnp.int32),
+                     _CACHE_PIXELS if jax.default_backend() == "cpu" else 0)
 
   def render_numpy(self, params):
     return np.asarray(self(patch_params.render_params(params)))
