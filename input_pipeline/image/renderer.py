@@ -292,9 +292,11 @@ def _hue_jitter(ops, words, params):
 # stages: the linear ops before hue (row r's step s runs in the step-s stage
 # if s < its hue position), the hue shift, the linear ops after hue. Hue
 # runs once per pixel; rows without jitter round-trip exactly.
-JITTER_STAGES = (tuple(f"jitter{step}_before_hue" for step in range(3)) +
-                 ("hue",) +
-                 tuple(f"jitter{step}_after_hue" for step in range(1, 4)))
+_LINEAR_JITTER_STAGES = {  # name: (step, before_hue)
+    **{f"jitter{step}_before_hue": (step, True) for step in range(3)},
+    **{f"jitter{step}_after_hue": (step, False) for step in range(1, 4)}}
+JITTER_STAGES = (*list(_LINEAR_JITTER_STAGES)[:3], "hue",
+                 *list(_LINEAR_JITTER_STAGES)[3:])
 
 
 def _augment_taps(ops, words, affine):
@@ -339,8 +341,8 @@ def _render_stages(ops, pyramid):
     return lambda words, params: _linear_jitter(ops, words, params, step,
                                                 before_hue)
 
-  jitter = {name: jitter_stage(int(name[6]), name.endswith("before_hue"))
-            for name in JITTER_STAGES if name != "hue"}
+  jitter = {name: jitter_stage(*step) for name, step
+            in _LINEAR_JITTER_STAGES.items()}
   jitter["hue"] = lambda words, params: _hue_jitter(ops, words, params)
 
   def augment_taps(words, affine):
