@@ -9,7 +9,7 @@ rounded to levels like the official chain's PIL images. Everything is
 vectorised over the batch; a patch renders to the same bits in any batch.
 
 The math is written once against an `ops.Ops` of array primitives and
-compiled by XLA in a few stages (`_render_stages`): backend 'tf' in tf.data
+compiled by XLA stage by stage (`_render_stages`): backend 'tf' in tf.data
 workers (CPU, tf.function with jit_compile), backend 'jax' jitted on the
 default device, for hosts without TensorFlow. The two agree to float
 rounding, not bit for bit. `make_renderer` is the one way to get a renderer.
@@ -456,8 +456,8 @@ class Renderer(abc.ABC):
     Returns:
       uint8 [B, P, P, 3].
     """
-    words = self._stages["to_words"](self._ops.asarray(patches))
-    return self._stages["to_uint8"](self._augment_words(words, affine))
+    return self.make_batch({"patches": patches,
+                            "augment_affine": affine})["image"]
 
   def _augment_words(self, words: Any, affine: Any) -> Any:
     stage = self._stages
